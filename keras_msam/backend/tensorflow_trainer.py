@@ -1,0 +1,50 @@
+"""TensorFlow: gradients from a `GradientTape`; the optimizer and BatchNorm state are updated
+by assignment after the step (the perturbed pass never writes into the weights)."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import tensorflow as tf
+from keras.src.trainers.data_adapters.data_adapter_utils import unpack_x_y_sample_weight
+
+
+class BackendTrainer:
+    """TensorFlow half of `MultimodalTrainer`."""
+
+    def _value_and_grad(self, fn):
+        def value_and_grad(trainable, *args, **kwargs):
+            with tf.GradientTape() as tape:
+                tape.watch(trainable)
+                loss, aux = fn(trainable, *args, **kwargs)
+            grads = tape.gradient(
+                loss, trainable, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
+            return (loss, aux), grads
+
+        return value_and_grad
+
+    def _no_gradient(self):
+        return nullcontext()
+
+    def train_step(self, data):
+        x, y, sample_weight = unpack_x_y_sample_weight(data)
+        self._check_batch(x, y)
+        trainable = [v.value for v in self.trainable_variables]
+        non_trainable = [v.value for v in self.non_trainable_variables]
+        result = self.compute_update(trainable, non_trainable, x, y, sample_weight)
+        self.optimizer.apply(result.grads, self.trainable_variables)
+        for variable, old, new in zip(
+            self.non_trainable_variables, non_trainable, result.non_trainable
+        ):
+            if new is not old:
+                variable.assign(new)
+        return self._record(x, y, sample_weight, result)
+
+    def test_step(self, data):
+        x, y, sample_weight = unpack_x_y_sample_weight(data)
+        self._check_batch(x, y)
+        trainable = [v.value for v in self.trainable_variables]
+        non_trainable = [v.value for v in self.non_trainable_variables]
+        result = self.evaluate_batch(trainable, non_trainable, x, y, sample_weight)
+        return self._record(x, y, sample_weight, result)

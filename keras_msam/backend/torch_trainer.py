@@ -1,0 +1,58 @@
+"""PyTorch: gradients from `torch.autograd.grad` on the state tensors; the optimizer and
+BatchNorm state are updated in place after the step, under `no_grad`."""
+
+from __future__ import annotations
+
+import keras
+import torch
+from keras.src.trainers.data_adapters.data_adapter_utils import unpack_x_y_sample_weight
+
+
+def _detach(value):
+    return value.detach() if isinstance(value, torch.Tensor) else value
+
+
+class BackendTrainer:
+    """PyTorch half of `MultimodalTrainer`."""
+
+    def _value_and_grad(self, fn):
+        def value_and_grad(trainable, *args, **kwargs):
+            leaves = [
+                t if (t.is_leaf and t.requires_grad) else t.detach().requires_grad_(True)
+                for t in trainable
+            ]
+            with torch.enable_grad():
+                loss, aux = fn(leaves, *args, **kwargs)
+            grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+            grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, leaves)]
+            aux = keras.tree.map_structure(_detach, aux)
+            return (_detach(loss), aux), grads
+
+        return value_and_grad
+
+    def _no_gradient(self):
+        return torch.no_grad()
+
+    def train_step(self, data):
+        x, y, sample_weight = unpack_x_y_sample_weight(data)
+        self._check_batch(x, y)
+        trainable = [v.value for v in self.trainable_variables]
+        non_trainable = [v.value for v in self.non_trainable_variables]
+        result = self.compute_update(trainable, non_trainable, x, y, sample_weight)
+        with torch.no_grad():
+            self.optimizer.apply(result.grads, self.trainable_variables)
+            for variable, old, new in zip(
+                self.non_trainable_variables, non_trainable, result.non_trainable
+            ):
+                if new is not old:
+                    variable.assign(new)
+        return self._record(x, y, sample_weight, result)
+
+    def test_step(self, data):
+        x, y, sample_weight = unpack_x_y_sample_weight(data)
+        self._check_batch(x, y)
+        trainable = [v.value for v in self.trainable_variables]
+        non_trainable = [v.value for v in self.non_trainable_variables]
+        with torch.no_grad():
+            result = self.evaluate_batch(trainable, non_trainable, x, y, sample_weight)
+            return self._record(x, y, sample_weight, result)

@@ -1,0 +1,8 @@
+"""keras-msam trainers: `keras.Model` wrappers whose `train_step` is the method."""
+
+from keras_msam.trainers.base import MultimodalTrainer, ShapleyResult, StepResult
+from keras_msam.trainers.joint import Joint
+from keras_msam.trainers.msam import MSAM
+from keras_msam.trainers.sam import SAM
+
+__all__ = ["MSAM", "SAM", "Joint", "MultimodalTrainer", "ShapleyResult", "StepResult"]

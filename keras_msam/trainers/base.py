@@ -1,0 +1,306 @@
+"""The shared trainer: a `keras.Model` wrapper whose `train_step` is written once on `keras.ops`.
+
+Every method computes its update as a pure function of the state arrays
+``(trainable, non_trainable)`` and the batch (`compute_update`), using two
+primitives the backend module supplies: ``self._value_and_grad(fn)`` and ``self._no_gradient()``.
+The backend module (`keras_msam.backend`) then applies the optimizer once, at the original
+weights, threads BatchNorm/seed state, and updates the metrics. Forward passes go through
+`stateless_call`, so the perturbed SAM pass never writes into the weights on any backend, reuses
+the first pass's dropout masks (same seed state), and its BatchNorm updates are dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import keras
+from keras import ops
+
+from keras_msam.backend import BackendTrainer
+from keras_msam.modalities import ModalityStructure, modality_structure, validate_inputs
+from keras_msam.shapley import (
+    DEFAULT_NUM_SAMPLES,
+    DEFAULT_THRESHOLD,
+    EMPTY_CONVENTIONS,
+    VALUE_FUNCTIONS,
+    coalition_plan,
+    coalition_values,
+    from_logits_of_loss,
+    shapley_from_values,
+    shares_and_dominant,
+    stack_coalitions,
+    unstack_coalitions,
+)
+
+
+class ShapleyResult(NamedTuple):
+    """Per-step Shapley values φ (M,), shares v (M,) and dominant index (scalar int32)."""
+
+    phi: Any
+    shares: Any
+    dominant: Any
+
+
+class StepResult(NamedTuple):
+    """What a method's `compute_update` hands to the backend step.
+
+    Attributes:
+        grads: Update direction, one tensor per trainable variable (loss-scaled like the loss).
+        non_trainable: New non-trainable values (from the first, clean training pass).
+        y_pred: Predictions of the first pass, for the compiled metrics.
+        loss: Unscaled loss ℓ(θ) of the first pass.
+        shapley: `ShapleyResult` or None when Shapley logging is off.
+        sharpness: ℓ(θ+ε) − ℓ(θ), or None for methods without a perturbed pass.
+    """
+
+    grads: list[Any]
+    non_trainable: list[Any]
+    y_pred: Any
+    loss: Any
+    shapley: ShapleyResult | None = None
+    sharpness: Any = None
+
+
+class MultimodalTrainer(BackendTrainer, keras.Model):
+    """Base class of the keras-msam trainers (not used directly: see `Joint`, `SAM`, `MSAM`).
+
+    Args:
+        model: A Keras model whose inputs are a dict keyed by modality name.
+        modalities: Modality names, only needed for subclassed models that do not declare them.
+        log_shapley: Compute and log each modality's Shapley share every step
+            (``shapley_<name>``, ``dominant``), and on validation batches.
+        shapley_value: Coalition value: ``"accuracy"``, ``"neg_loss"`` or ``"true_class_prob"``.
+        empty_coalition: ``"evaluate"`` (run the all-zero coalition) or ``"zero"`` (u(∅) = 0).
+        shapley_threshold: Exact Shapley for M ≤ threshold, permutation sampling above.
+        shapley_samples: Number of sampled permutations above the threshold.
+        shapley_seed: Seed of the (fixed) sampled permutations.
+        from_logits: Whether the model outputs logits; read from the compiled loss when None.
+        **kwargs: Passed to `keras.Model` (``name``...).
+    """
+
+    #: Whether this method needs two or more modalities.
+    requires_multiple_modalities = False
+    #: Whether this method runs a perturbed pass and logs ``sharpness``.
+    has_sharpness = False
+
+    def __init__(
+        self,
+        model: keras.Model,
+        modalities: list[str] | None = None,
+        log_shapley: bool = True,
+        shapley_value: str = "accuracy",
+        empty_coalition: str = "evaluate",
+        shapley_threshold: int = DEFAULT_THRESHOLD,
+        shapley_samples: int = DEFAULT_NUM_SAMPLES,
+        shapley_seed: int = 0,
+        from_logits: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                f"{type(self).__name__} wraps a keras.Model with dict inputs; got "
+                f"{type(model).__name__}."
+            )
+        kwargs.setdefault("dtype", model.dtype_policy)
+        super().__init__(**kwargs)
+        if shapley_value not in VALUE_FUNCTIONS:
+            raise ValueError(
+                f"Unknown shapley_value {shapley_value!r}; use one of {VALUE_FUNCTIONS}."
+            )
+        if empty_coalition not in EMPTY_CONVENTIONS:
+            raise ValueError(
+                f"Unknown empty_coalition {empty_coalition!r}; use one of {EMPTY_CONVENTIONS}."
+            )
+        self.model = model
+        self.modalities = list(modalities) if modalities is not None else None
+        self.log_shapley = bool(log_shapley)
+        self.shapley_value = shapley_value
+        self.empty_coalition = empty_coalition
+        self.shapley_threshold = int(shapley_threshold)
+        self.shapley_samples = int(shapley_samples)
+        self.shapley_seed = int(shapley_seed)
+        self.from_logits = from_logits
+        structure = modality_structure(model, modalities)
+        if self.requires_multiple_modalities and len(structure.names) < 2:
+            raise ValueError(
+                f"{type(self).__name__} balances modalities and needs a model with two or more; "
+                f"model {model.name!r} has only {list(structure.names)}."
+            )
+        self._structure = structure
+        self._plan = coalition_plan(
+            len(structure.names),
+            empty_coalition,
+            self.shapley_threshold,
+            self.shapley_samples,
+            self.shapley_seed,
+        )
+        self._share_trackers = [
+            keras.metrics.Mean(name=f"shapley_{name}") for name in structure.names
+        ]
+        if self.has_sharpness:
+            self._sharpness_tracker = keras.metrics.Mean(name="sharpness")
+        if model.built:
+            self.built = True
+
+    # ----------------------------------------------------------------------------------------
+    # Keras plumbing
+
+    @property
+    def structure(self) -> ModalityStructure:
+        """Modality names, input shapes and the variable split of the wrapped model."""
+        return self._structure
+
+    @property
+    def modality_names(self) -> tuple[str, ...]:
+        """The wrapped model's modality names, sorted."""
+        return self._structure.names
+
+    def build(self, input_shape: Any = None) -> None:
+        if not self.model.built:
+            self.model.build(input_shape)
+        self.built = True
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        validate_inputs(inputs, self._structure)
+        return self.model(inputs, training=training)
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        super().compile(*args, **kwargs)
+        if self.from_logits is None:
+            self._resolved_from_logits = from_logits_of_loss(self.loss)
+        else:
+            self._resolved_from_logits = self.from_logits
+
+    def get_config(self) -> dict[str, Any]:
+        config = {
+            "name": self.name,
+            "model": keras.saving.serialize_keras_object(self.model),
+            "modalities": self.modalities,
+            "log_shapley": self.log_shapley,
+            "shapley_value": self.shapley_value,
+            "empty_coalition": self.empty_coalition,
+            "shapley_threshold": self.shapley_threshold,
+            "shapley_samples": self.shapley_samples,
+            "shapley_seed": self.shapley_seed,
+            "from_logits": self.from_logits,
+        }
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MultimodalTrainer:
+        config = dict(config)
+        config["model"] = keras.saving.deserialize_keras_object(config["model"])
+        return cls(**config)
+
+    # ----------------------------------------------------------------------------------------
+    # The step, written once
+
+    def _check_batch(self, x: Any, y: Any) -> None:
+        validate_inputs(x, self._structure, where="x")
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} needs labels: batches must be `({{modality: array}}, y)`."
+            )
+
+    def _loss_fn(
+        self,
+        trainable: list[Any],
+        non_trainable: list[Any],
+        x: Any,
+        y: Any,
+        sample_weight: Any,
+        training: bool = True,
+    ) -> tuple[Any, tuple[Any, Any, list[Any]]]:
+        """Scaled loss at ``trainable`` and ``(unscaled loss, y_pred, new non-trainables)``.
+
+        Regularisation and ``add_loss`` terms are those of this very forward pass (so the
+        perturbed pass regularises the perturbed weights); the loss is scaled by the optimizer
+        (loss scaling under ``mixed_float16``) like Keras's own step.
+        """
+        y_pred, new_non_trainable, losses = self.stateless_call(
+            trainable, non_trainable, x, return_losses=True, training=training
+        )
+        if losses:
+            self._losses_override.clear()
+            self._losses_override = losses
+        loss = self._compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+        )
+        if losses:
+            self._losses_override.clear()
+        unscaled = loss
+        if training and self.optimizer is not None:
+            loss = self.optimizer.scale_loss(loss)
+        return loss, (unscaled, y_pred, new_non_trainable)
+
+    def _coalition_outputs(self, trainable: list[Any], non_trainable: list[Any], x: Any) -> Any:
+        """Outputs (K, B, C) of every coalition, in inference mode, as one stacked forward."""
+        stacked = stack_coalitions(x, self._structure.names, self._plan.masks)
+        with self._no_gradient():
+            outputs, _ = self.stateless_call(trainable, non_trainable, stacked, training=False)
+        return ops.stop_gradient(unstack_coalitions(outputs, self._plan.num_coalitions))
+
+    def _shapley_from_outputs(self, outputs: Any, y: Any) -> ShapleyResult:
+        values = coalition_values(
+            outputs, y, self.shapley_value, getattr(self, "_resolved_from_logits", None)
+        )
+        phi = shapley_from_values(values, self._plan)
+        shares, dominant = shares_and_dominant(phi)
+        return ShapleyResult(phi, shares, dominant)
+
+    def _shapley(
+        self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any
+    ) -> ShapleyResult:
+        """Shapley values, shares and dominant modality of the batch at ``trainable``."""
+        return self._shapley_from_outputs(self._coalition_outputs(trainable, non_trainable, x), y)
+
+    def compute_update(
+        self,
+        trainable: list[Any],
+        non_trainable: list[Any],
+        x: Any,
+        y: Any,
+        sample_weight: Any,
+    ) -> StepResult:
+        """The method's update direction at the state arrays (each method overrides this)."""
+        raise NotImplementedError(f"{type(self).__name__} must define compute_update().")
+
+    def evaluate_batch(
+        self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any, sample_weight: Any
+    ) -> StepResult:
+        """Inference-mode predictions, loss and (when logged) Shapley values of a batch.
+
+        With Shapley logging on, the full coalition of the stacked forward *is* the inference
+        forward, so evaluation costs no extra pass for predictions.
+        """
+        if self.log_shapley and bool(self._plan.masks[-1].all()):
+            outputs = self._coalition_outputs(trainable, non_trainable, x)
+            y_pred = outputs[-1]
+            shapley = self._shapley_from_outputs(outputs, y)
+        else:
+            with self._no_gradient():
+                y_pred, _ = self.stateless_call(trainable, non_trainable, x, training=False)
+            shapley = None
+        loss = self._compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
+        )
+        return StepResult([], non_trainable, y_pred, loss, shapley, None)
+
+    def _record(self, x: Any, y: Any, sample_weight: Any, result: StepResult) -> dict[str, Any]:
+        """Updates the loss, compiled and keras-msam metrics; returns the step's logs."""
+        batch_size = next(t for t in keras.tree.flatten(x) if t is not None).shape[0]
+        self._loss_tracker.update_state(result.loss, sample_weight=batch_size)
+        if result.shapley is not None:
+            for index, tracker in enumerate(self._share_trackers):
+                tracker.update_state(result.shapley.shares[index])
+        if result.sharpness is not None:
+            self._sharpness_tracker.update_state(result.sharpness)
+        logs = self.compute_metrics(x, y, result.y_pred, sample_weight)
+        if result.shapley is None:
+            for tracker in self._share_trackers:
+                logs.pop(tracker.name, None)
+        else:
+            logs["dominant"] = result.shapley.dominant
+        if self.has_sharpness and result.sharpness is None:
+            logs.pop("sharpness", None)
+        return logs

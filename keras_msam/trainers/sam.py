@@ -1,0 +1,73 @@
+"""Sharpness-Aware Minimization (Foret et al., ICLR 2021) as a multimodal trainer.
+
+g0 = ∇ℓ(θ)                      first pass, training mode (BatchNorm updated here only)
+ε  = ρ · g0 / ‖g0‖₂             (or ρ · sign(g0) with norm="linf"); ε = 0 if g0 is non-finite
+g1 = ∇ℓ(θ + ε)                  second pass: same dropout masks, BatchNorm updates dropped
+θ ← optimizer(θ, g1)            applied once, at the original θ
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_msam.perturbation import NORMS, sam_perturbation
+from keras_msam.trainers.base import MultimodalTrainer, StepResult
+
+
+def check_rho(rho: float) -> float:
+    """Validates the neighbourhood radius ρ."""
+    try:
+        rho = float(rho)
+    except (TypeError, ValueError):
+        raise ValueError(f"rho must be a number >= 0, got {rho!r}.") from None
+    if not rho >= 0:  # also rejects NaN
+        raise ValueError(f"rho must be >= 0 (the radius of the SAM neighbourhood), got {rho!r}.")
+    return rho
+
+
+def check_norm(norm: str) -> str:
+    """Validates the perturbation norm."""
+    if norm not in NORMS:
+        raise ValueError(f"Unknown norm {norm!r}; use one of {NORMS}.")
+    return norm
+
+
+@keras.saving.register_keras_serializable(package="keras_msam")
+class SAM(MultimodalTrainer):
+    """SAM on a multimodal model, with keras-msam's per-modality logging.
+
+    Args:
+        model: A Keras model with dict inputs keyed by modality name.
+        rho: Neighbourhood radius ρ ≥ 0 (ρ = 0 is the base optimizer's plain step).
+        norm: ``"l2"`` (ε = ρ g/‖g‖₂) or ``"linf"`` (ε = ρ sign(g)).
+        **kwargs: See `MultimodalTrainer` (Shapley logging options, ``name``).
+    """
+
+    has_sharpness = True
+
+    def __init__(self, model: keras.Model, rho: float = 0.05, norm: str = "l2", **kwargs: Any):
+        super().__init__(model, **kwargs)
+        self.rho = check_rho(rho)
+        self.norm = check_norm(norm)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rho": self.rho, "norm": self.norm}
+
+    def compute_update(
+        self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any, sample_weight: Any
+    ) -> StepResult:
+        shapley = self._shapley(trainable, non_trainable, x, y) if self.log_shapley else None
+        value_and_grad = self._value_and_grad(self._loss_fn)
+        (_, (loss, y_pred, new_non_trainable)), g0 = value_and_grad(
+            trainable, non_trainable, x, y, sample_weight
+        )
+        with self._no_gradient():
+            epsilon = sam_perturbation(g0, self.rho, self.norm)
+            perturbed = [w + ops.cast(e, w.dtype) for w, e in zip(trainable, epsilon)]
+        (_, (perturbed_loss, _, _)), g1 = value_and_grad(
+            perturbed, non_trainable, x, y, sample_weight
+        )
+        return StepResult(list(g1), new_non_trainable, y_pred, loss, shapley, perturbed_loss - loss)
