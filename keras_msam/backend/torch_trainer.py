@@ -8,6 +8,19 @@ import torch
 from keras.src.trainers.data_adapters.data_adapter_utils import unpack_x_y_sample_weight
 
 
+def _rng_state() -> list:
+    state = [torch.get_rng_state()]
+    if torch.cuda.is_available():
+        state.append(torch.cuda.get_rng_state())
+    return state
+
+
+def _set_rng_state(state: list) -> None:
+    torch.set_rng_state(state[0])
+    if len(state) > 1:
+        torch.cuda.set_rng_state(state[1])
+
+
 def _detach(value):
     return value.detach() if isinstance(value, torch.Tensor) else value
 
@@ -15,8 +28,16 @@ def _detach(value):
 class BackendTrainer:
     """PyTorch half of `MultimodalTrainer`."""
 
+    _step_rng_state = None
+
     def _value_and_grad(self, fn):
         def value_and_grad(trainable, *args, **kwargs):
+            # Unseeded torch dropout draws from the global generator: replay the step's
+            # generator state so every gradient pass of the step sees the same masks.
+            if self._step_rng_state is None:
+                self._step_rng_state = _rng_state()
+            else:
+                _set_rng_state(self._step_rng_state)
             leaves = [
                 t if (t.is_leaf and t.requires_grad) else t.detach().requires_grad_(True)
                 for t in trainable
@@ -38,7 +59,11 @@ class BackendTrainer:
         self._check_batch(x, y)
         trainable = [v.value for v in self.trainable_variables]
         non_trainable = [v.value for v in self.non_trainable_variables]
-        result = self.compute_update(trainable, non_trainable, x, y, sample_weight)
+        self._step_rng_state = None
+        try:
+            result = self.compute_update(trainable, non_trainable, x, y, sample_weight)
+        finally:
+            self._step_rng_state = None
         with torch.no_grad():
             self.optimizer.apply(result.grads, self.trainable_variables)
             for variable, old, new in zip(

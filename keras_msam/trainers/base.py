@@ -164,12 +164,12 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         validate_inputs(inputs, self._structure)
         return self.model(inputs, training=training)
 
-    def compile(self, *args: Any, **kwargs: Any) -> None:
-        super().compile(*args, **kwargs)
-        if self.from_logits is None:
-            self._resolved_from_logits = from_logits_of_loss(self.loss)
-        else:
-            self._resolved_from_logits = self.from_logits
+    @property
+    def resolved_from_logits(self) -> bool | None:
+        """Whether outputs are logits: the ``from_logits`` argument, else the compiled loss's."""
+        if self.from_logits is not None:
+            return self.from_logits
+        return from_logits_of_loss(getattr(self, "loss", None))
 
     def get_config(self) -> dict[str, Any]:
         config = {
@@ -242,7 +242,7 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
 
     def _shapley_from_outputs(self, outputs: Any, y: Any) -> ShapleyResult:
         values = coalition_values(
-            outputs, y, self.shapley_value, getattr(self, "_resolved_from_logits", None)
+            outputs, y, self.shapley_value, self.resolved_from_logits
         )
         phi = shapley_from_values(values, self._plan)
         shares, dominant = shares_and_dominant(phi)

@@ -121,7 +121,7 @@ class MSAM(MultimodalTrainer):
         outputs, _ = self.stateless_call(trainable, non_trainable, stacked, training=False)
         outputs = ops.cast(unstack_coalitions(outputs, self._plan.num_coalitions), "float32")
         shapley = self._shapley_from_outputs(ops.stop_gradient(outputs), y)
-        from_logits = getattr(self, "_resolved_from_logits", None)
+        from_logits = self.resolved_from_logits
         logits = outputs if from_logits is not False else ops.log(ops.clip(outputs, 1e-7, 1.0))
         weights = ops.convert_to_tensor(self._plan.weights)  # (M, K)
         shapley_logits = ops.einsum("mk,kbc->mbc", weights, logits)
