@@ -128,7 +128,6 @@ def test_dropout_masks_are_shared_by_both_passes_with_rho_zero():
     after_msam = _one_step(msam, x, y)
     keras.utils.set_random_seed(7)
     after_joint = _one_step(joint, x, y)
-    assert not np.allclose(after_msam[0], weights_of(small_av_model(dropout=0.5))[0])
     for a, b in zip(after_msam, after_joint):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
