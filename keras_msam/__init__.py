@@ -3,22 +3,39 @@
 Trainers wrap any `keras.Model` whose inputs are a dict keyed by modality name and keep
 `model.fit`: `Joint` (plain training), `SAM` and `MSAM` (Shapley-guided, modality-aware SAM,
 arXiv 2510.24919). They run on TensorFlow, JAX and PyTorch (``KERAS_BACKEND``).
+
+Names are imported on first use, so that `keras-msam --backend ...` can choose the backend
+before Keras is loaded.
 """
 
-from keras_msam.evaluation import modality_accuracies
-from keras_msam.modalities import ModalityStructure, modality_structure
-from keras_msam.shapley import shapley_values
-from keras_msam.trainers import MSAM, SAM, Joint, MultimodalTrainer
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "MSAM",
-    "SAM",
-    "Joint",
-    "ModalityStructure",
-    "MultimodalTrainer",
-    "modality_accuracies",
-    "modality_structure",
-    "shapley_values",
-]
+_EXPORTS = {
+    "Joint": "keras_msam.trainers",
+    "SAM": "keras_msam.trainers",
+    "MSAM": "keras_msam.trainers",
+    "MultimodalTrainer": "keras_msam.trainers",
+    "ModalityStructure": "keras_msam.modalities",
+    "modality_structure": "keras_msam.modalities",
+    "shapley_values": "keras_msam.shapley",
+    "modality_accuracies": "keras_msam.evaluation",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'keras_msam' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

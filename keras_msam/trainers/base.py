@@ -241,9 +241,7 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         return ops.stop_gradient(unstack_coalitions(outputs, self._plan.num_coalitions))
 
     def _shapley_from_outputs(self, outputs: Any, y: Any) -> ShapleyResult:
-        values = coalition_values(
-            outputs, y, self.shapley_value, self.resolved_from_logits
-        )
+        values = coalition_values(outputs, y, self.shapley_value, self.resolved_from_logits)
         phi = shapley_from_values(values, self._plan)
         shares, dominant = shares_and_dominant(phi)
         return ShapleyResult(phi, shares, dominant)

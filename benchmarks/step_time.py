@@ -1,0 +1,141 @@
+"""ms per training step of Joint, SAM and M-SAM per backend, and the ratio to Joint.
+
+Reference model (issue #2): inputs ``audio`` (40, 40, 1) and ``visual`` (28, 28, 1); each encoder
+Conv2D(16, 3, stride 2, relu) → Conv2D(32, 3, stride 2, relu) → GlobalAveragePooling2D →
+Dense(64, relu); concatenate → Dense(10); batch 64; SGD. This is `zoo` model
+``late_fusion_av_cnn``. Steps run through `fit` (the path users take); each epoch is timed and
+the first one (tracing/compilation) is dropped; the figure is the median ms/step over the rest.
+
+    python benchmarks/step_time.py                       # all three backends, one process each
+    python benchmarks/step_time.py --backends jax --epochs 8 --json out.json
+
+Rows: ``keras fit`` is the plain `model.fit` of the same model (no wrapper), ``joint (no log)``
+is `Joint(log_shapley=False)`, and ``joint``, ``sam``, ``msam`` are the trainers with their
+default per-step Shapley logging (M-SAM needs the Shapley shares anyway).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+VARIANTS = ("keras fit", "joint (no log)", "joint", "sam", "msam")
+
+
+def _measure(variant: str, epochs: int, steps: int, batch: int) -> float:
+    import keras
+    import numpy as np
+
+    import keras_msam
+    import zoo
+
+    keras.utils.set_random_seed(0)
+    model = zoo.models.create("late_fusion_av_cnn", num_classes=10)
+    trainer = {
+        "keras fit": lambda: model,
+        "joint (no log)": lambda: keras_msam.Joint(model, log_shapley=False),
+        "joint": lambda: keras_msam.Joint(model),
+        "sam": lambda: keras_msam.SAM(model, rho=0.05),
+        "msam": lambda: keras_msam.MSAM(model, rho=0.05),
+    }[variant]()
+    trainer.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    rng = np.random.default_rng(0)
+    count = steps * batch
+    x = {
+        "audio": rng.standard_normal((count, 40, 40, 1)).astype("float32"),
+        "visual": rng.standard_normal((count, 28, 28, 1)).astype("float32"),
+    }
+    y = rng.integers(0, 10, size=count).astype("int32")
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    timer = EpochTimer()
+    trainer.fit(
+        x, y, batch_size=batch, epochs=epochs + 1, verbose=0, shuffle=False, callbacks=[timer]
+    )
+    return 1000.0 * float(np.median(timer.seconds[1:])) / steps
+
+
+def _child(args: argparse.Namespace) -> None:
+    results = {v: _measure(v, args.epochs, args.steps, args.batch) for v in VARIANTS}
+    print("RESULT " + json.dumps(results), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", default="jax,tensorflow,torch")
+    parser.add_argument("--epochs", type=int, default=6, help="timed epochs (after one warm-up)")
+    parser.add_argument("--steps", type=int, default=30, help="steps per epoch")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args)
+        return
+    table = {}
+    for backend in args.backends.split(","):
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--epochs",
+            str(args.epochs),
+            "--steps",
+            str(args.steps),
+            "--batch",
+            str(args.batch),
+        ]
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{backend}: failed\n{out.stderr[-3000:]}", file=sys.stderr)
+            continue
+        table[backend] = json.loads(line[len("RESULT ") :])
+        print(f"measured {backend}", flush=True)
+    print(f"\nms/step (median of {args.epochs} epochs x {args.steps} steps, batch {args.batch})")
+    print(
+        f"{'backend':<11}"
+        + "".join(f"{v:>16}" for v in VARIANTS)
+        + f"{'msam/joint':>12}{'sam/joint':>11}{'msam/fit':>10}"
+    )
+    for backend, row in table.items():
+        cells = "".join(f"{row[v]:>16.2f}" for v in VARIANTS)
+        print(
+            f"{backend:<11}{cells}{row['msam'] / row['joint']:>12.2f}"
+            f"{row['sam'] / row['joint']:>11.2f}{row['msam'] / row['keras fit']:>10.2f}"
+        )
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(
+                {
+                    "batch": args.batch,
+                    "steps": args.steps,
+                    "epochs": args.epochs,
+                    "ms_per_step": table,
+                },
+                handle,
+                indent=2,
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The `keras-msam` command line: compare/train on the embedded data set, errors, backend switch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+from keras_msam.cli.main import build_parser, main
+
+
+def test_compare_trains_each_method_and_prints_the_table(capsys):
+    code = main(
+        ["compare", "--epochs", "1", "--num-train", "128", "--quiet", "--methods", "joint,msam"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    header = next(line for line in out.splitlines() if line.startswith("method"))
+    for column in (
+        "acc (all)",
+        "acc (audio only)",
+        "acc (visual only)",
+        "share audio",
+        "share visual",
+        "ms/step",
+    ):
+        assert column in header
+    rows = [line.split() for line in out.splitlines() if line.startswith(("joint ", "msam "))]
+    assert [row[0] for row in rows] == ["joint", "msam"]
+    for row in rows:
+        shares = float(row[4]) + float(row[5])
+        assert abs(shares - 1.0) < 0.011  # two rounded shares
+        assert float(row[6]) > 0
+
+
+def test_train_runs_one_method_with_progress_bars(capsys):
+    assert main(["train", "--method", "sam", "--epochs", "1", "--num-train", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "== sam ==" in out and "sharpness" in out  # the Keras progress bar shows the logs
+
+
+def test_unknown_method_and_backend_switch_errors(capsys):
+    with pytest.raises(SystemExit, match="unknown method"):
+        main(["compare", "--methods", "joint,adam", "--epochs", "1"])
+    other = next(b for b in ("jax", "tensorflow", "torch") if b != keras.backend.backend())
+    with pytest.raises(SystemExit, match="cannot switch"):
+        main(["compare", "--backend", other, "--epochs", "1"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["compare", "--backend", "numpy"])
+
+
+def test_backend_flag_selects_the_backend_in_a_new_process():
+    backend = keras.backend.backend()
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keras_msam.cli.main",
+            "train",
+            "--backend",
+            backend,
+            "--method",
+            "joint",
+            "--epochs",
+            "1",
+            "--num-train",
+            "64",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"backend={backend}" in result.stdout
