@@ -104,7 +104,12 @@ def modality_structure(
         raise ValueError(f"Modality names must be distinct and non-empty, got {list(names)}.")
 
     input_shapes: dict[str, tuple[int | None, ...] | None] = {name: None for name in names}
-    if declared is not None:
+    protocol_shapes = getattr(model, "modality_shapes", None)
+    if protocol_shapes:
+        for name in names:
+            if protocol_shapes.get(name) is not None:
+                input_shapes[name] = tuple(protocol_shapes[name])
+    elif declared is not None:
         for name in names:
             if name in declared:
                 input_shapes[name] = tuple(declared[name].shape[1:])

@@ -63,6 +63,7 @@ def write_cremad(
     test_per_class: int = 1,
     frames_per_clip: int = 2,
     seconds: float = 1.2,
+    frame_size: tuple[int, int] = (40, 30),
 ) -> dict[str, list[str]]:
     """OGM-GE CREMA-D: train.csv/test.csv ("clip,EMO"), AudioWAV/<clip>.wav (16 kHz, like the
     raw data), Image-01-FPS/<clip>/<00000>.jpg. Returns the clip ids of each csv."""
@@ -87,6 +88,7 @@ def write_cremad(
                     write_jpg(
                         os.path.join(root, "Image-01-FPS", clip, f"{frame * 30:05d}.jpg"),
                         40 * emotion_index,
+                        frame_size,
                     )
         with open(os.path.join(root, f"{part}.csv"), "w") as handle:
             handle.write("\n".join(rows) + "\n")

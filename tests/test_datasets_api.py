@@ -7,11 +7,11 @@ import os
 import subprocess
 import sys
 
+import dataset_fixtures as fx  # tests/dataset_fixtures.py (tests/ is on sys.path)
 import numpy as np
 import pytest
 
 import zoo
-from tests import dataset_fixtures as fx
 from zoo.datasets import cli, imbalanced_av
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

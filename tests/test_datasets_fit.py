@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataset_fixtures as fx  # tests/dataset_fixtures.py (tests/ is on sys.path)
 import keras
 import numpy as np
 import pytest
 
 import zoo
-from tests import dataset_fixtures as fx
 
 
 def tiny_model(input_shapes: dict[str, tuple[int, ...]], outputs: int) -> keras.Model:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import pickle
 
+import dataset_fixtures as fx  # tests/dataset_fixtures.py (tests/ is on sys.path)
 import numpy as np
 import pytest
 
 import zoo
-from tests import dataset_fixtures as fx
 from zoo.datasets import DataFormatError
 
 pytest.importorskip("soundfile")

@@ -236,7 +236,7 @@ def test_mixed_float16_keeps_finite_weights_and_the_right_gradient_magnitude():
 
     keras.config.set_dtype_policy("mixed_float16")
     model16 = small_av_model()
-    model16.set_weights(model32.get_weights() if False else [w for w in start])
+    model16.set_weights(start)
     trainer = compile_trainer(keras_msam.MSAM(model16, rho=0.05), lr=0.1)
     assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
     trainer.train_on_batch(x, y)
@@ -291,14 +291,12 @@ def test_steps_per_execution():
     assert int(keras.ops.convert_to_numpy(trainer.optimizer.iterations)) == 4
 
 
-def test_any_keras_optimizer_and_callbacks(tmp_path):
+def test_any_keras_optimizer_and_callbacks():
     x, y = small_batch(batch=32)
     trainer = keras_msam.MSAM(small_av_model())
     trainer.compile(
         optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4),
-        loss="sparse_categorical_crossentropy"
-        if False
-        else keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     seen = []
     callback = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(logs))
@@ -345,3 +343,53 @@ def test_bad_arguments_give_clear_errors():
             keras_msam.MSAM(small_av_model(), **kwargs)
     with pytest.raises(ValueError, match="wraps a keras.Model"):
         keras_msam.MSAM(lambda x: x)
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_coalition_outputs_equal_one_forward_per_coalition(batch_norm):
+    model = small_av_model(batch_norm=batch_norm)
+    trainer = keras_msam.MSAM(model)
+    assert trainer._training_invariant is (not batch_norm)
+    x, _ = small_batch()
+    tensors = {k: keras.ops.convert_to_tensor(v) for k, v in x.items()}
+    trainable = [v.value for v in trainer.trainable_variables]
+    non_trainable = [v.value for v in trainer.non_trainable_variables]
+    full = model(tensors, training=False) if trainer._training_invariant else None
+    outputs = keras.ops.convert_to_numpy(
+        trainer._coalition_outputs(trainable, non_trainable, tensors, full)
+    )
+    assert outputs.shape == (4, 16, 4)
+    for k, mask in enumerate(trainer._plan.masks):
+        zeroed = {
+            n: x[n] if mask[i] else np.zeros_like(x[n]) for i, n in enumerate(("audio", "visual"))
+        }
+        expected = keras.ops.convert_to_numpy(model(zeroed, training=False))
+        np.testing.assert_allclose(outputs[k], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_training_invariance_detection():
+    from keras_msam.trainers.base import is_training_invariant
+
+    assert is_training_invariant(small_av_model())
+    assert not is_training_invariant(small_av_model(batch_norm=True))
+    assert not is_training_invariant(small_av_model(dropout=0.1))
+    inputs = keras.Input((5, 3), name="audio")
+    assert is_training_invariant(keras.Model(inputs, keras.layers.GRU(4)(inputs)))
+    assert not is_training_invariant(keras.Model(inputs, keras.layers.GRU(4, dropout=0.2)(inputs)))
+
+
+def test_non_finite_gradient_under_loss_scaling_skips_the_step_and_keeps_weights():
+    keras.config.set_dtype_policy("mixed_float16")
+    trainer = compile_trainer(keras_msam.MSAM(small_av_model(), rho=0.05), momentum=0.9)
+    x, y = small_batch()
+    start = weights_of(trainer)
+    scale_before = float(trainer.optimizer.initial_scale)
+    poisoned = {**x, "audio": np.full_like(x["audio"], 1e9)}  # overflows float16: inf/NaN grads
+    trainer.train_on_batch(poisoned, y)
+    for before, after in zip(start, weights_of(trainer)):
+        np.testing.assert_array_equal(before, after)
+    assert float(keras.ops.convert_to_numpy(trainer.optimizer.dynamic_scale)) < scale_before
+    trainer.train_on_batch(x, y)  # training carries on with finite weights
+    after = weights_of(trainer)
+    assert all(np.isfinite(w).all() for w in after)
+    assert any(not np.array_equal(a, b) for a, b in zip(start, after))

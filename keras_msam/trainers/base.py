@@ -61,6 +61,42 @@ class StepResult(NamedTuple):
     sharpness: Any = None
 
 
+_TRAINING_DEPENDENT_LAYERS = (
+    keras.layers.BatchNormalization,
+    keras.layers.Dropout,  # and the SpatialDropout layers
+    keras.layers.GaussianDropout,
+    keras.layers.GaussianNoise,
+    keras.layers.AlphaDropout,
+)
+
+
+def _depends_on_training(layer: keras.layers.Layer) -> bool:
+    if isinstance(layer, _TRAINING_DEPENDENT_LAYERS):
+        return True
+    if not getattr(layer, "_call_has_training_arg", False):
+        return False
+    if type(layer).__module__.startswith("keras."):
+        # Built-in layers that take `training` only for their optional dropout / augmentation.
+        rates = (getattr(layer, name, 0) for name in ("dropout", "recurrent_dropout", "_dropout"))
+        return type(layer).__name__.startswith("Random") or any(
+            isinstance(rate, (int, float)) and rate > 0 for rate in rates
+        )
+    return True  # a custom layer that takes `training`: assume it uses it
+
+
+def is_training_invariant(model: keras.Model) -> bool:
+    """True when ``model`` gives the same outputs in training and inference mode.
+
+    That is: no BatchNorm, no dropout or noise layer, no recurrent/attention dropout, no random
+    augmentation, and no custom layer whose ``call`` accepts ``training`` (conservative).
+    """
+    return not any(
+        _depends_on_training(layer)
+        for layer in model._flatten_layers(include_self=False)
+        if not isinstance(layer, keras.Model)  # containers only pass `training` on
+    )
+
+
 class MultimodalTrainer(BackendTrainer, keras.Model):
     """Base class of the keras-msam trainers (not used directly: see `Joint`, `SAM`, `MSAM`).
 
@@ -134,6 +170,7 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
             self.shapley_samples,
             self.shapley_seed,
         )
+        self._training_invariant = is_training_invariant(model)
         self._share_trackers = [
             keras.metrics.Mean(name=f"shapley_{name}") for name in structure.names
         ]
@@ -233,12 +270,47 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
             loss = self.optimizer.scale_loss(loss)
         return loss, (unscaled, y_pred, new_non_trainable)
 
-    def _coalition_outputs(self, trainable: list[Any], non_trainable: list[Any], x: Any) -> Any:
-        """Outputs (K, B, C) of every coalition, in inference mode, as one stacked forward."""
-        stacked = stack_coalitions(x, self._structure.names, self._plan.masks)
+    def _coalition_outputs(
+        self, trainable: list[Any], non_trainable: list[Any], x: Any, full_outputs: Any = None
+    ) -> Any:
+        """Outputs (K, B, C) of every coalition of the plan, in inference mode, without gradient.
+
+        The coalitions run as one stacked forward, with two savings that change no value:
+        the empty coalition (all inputs zero) gives the same output for every example, so it
+        runs on a single example and is broadcast; and ``full_outputs`` (the first training
+        pass's predictions, given only when the model behaves the same in training and
+        inference) replaces the forward of the full coalition.
+        """
+        masks = self._plan.masks
+        names = self._structure.names
+        has_empty = not masks[0].any()
+        reuse_full = full_outputs is not None and bool(masks[-1].all())
+        middle = masks[(1 if has_empty else 0) : (len(masks) - 1 if reuse_full else len(masks))]
+        inputs = stack_coalitions(x, names, middle) if len(middle) else None
+        if has_empty:
+            zeros = {name: ops.zeros_like(x[name][:1]) for name in names}
+            inputs = (
+                zeros
+                if inputs is None
+                else {name: ops.concatenate([inputs[name], zeros[name]], axis=0) for name in names}
+            )
         with self._no_gradient():
-            outputs, _ = self.stateless_call(trainable, non_trainable, stacked, training=False)
-        return ops.stop_gradient(unstack_coalitions(outputs, self._plan.num_coalitions))
+            outputs, _ = self.stateless_call(trainable, non_trainable, inputs, training=False)
+        outputs = ops.stop_gradient(outputs)
+        batch = ops.shape(x[names[0]])[0]
+        parts = []
+        if has_empty:
+            empty = outputs[-1:]
+            parts.append(
+                ops.broadcast_to(ops.expand_dims(empty, 0), (1, batch) + tuple(empty.shape[1:]))
+            )
+        if len(middle):
+            parts.append(unstack_coalitions(outputs[: len(middle) * batch], len(middle)))
+        if reuse_full:
+            parts.append(
+                ops.expand_dims(ops.stop_gradient(ops.cast(full_outputs, outputs.dtype)), 0)
+            )
+        return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
 
     def _shapley_from_outputs(self, outputs: Any, y: Any) -> ShapleyResult:
         values = coalition_values(outputs, y, self.shapley_value, self.resolved_from_logits)
@@ -247,10 +319,21 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         return ShapleyResult(phi, shares, dominant)
 
     def _shapley(
-        self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any
+        self,
+        trainable: list[Any],
+        non_trainable: list[Any],
+        x: Any,
+        y: Any,
+        training_predictions: Any = None,
     ) -> ShapleyResult:
-        """Shapley values, shares and dominant modality of the batch at ``trainable``."""
-        return self._shapley_from_outputs(self._coalition_outputs(trainable, non_trainable, x), y)
+        """Shapley values, shares and dominant modality of the batch at ``trainable``.
+
+        ``training_predictions`` (the first pass's outputs) stand in for the full coalition's
+        inference forward when the model has no layer that behaves differently in training.
+        """
+        full = training_predictions if self._training_invariant else None
+        outputs = self._coalition_outputs(trainable, non_trainable, x, full)
+        return self._shapley_from_outputs(outputs, y)
 
     def compute_update(
         self,

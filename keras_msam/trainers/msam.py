@@ -140,17 +140,16 @@ class MSAM(MultimodalTrainer):
         self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any, sample_weight: Any
     ) -> StepResult:
         value_and_grad = self._value_and_grad(self._loss_fn)
-        if self.decomposition == "loss":
-            shapley = self._shapley(trainable, non_trainable, x, y)
-        else:
-            (_, shapley), ascent = self._value_and_grad(self._dominant_shapley_loss)(
-                trainable, non_trainable, x, y
-            )
         (_, (loss, y_pred, new_non_trainable)), g0 = value_and_grad(
             trainable, non_trainable, x, y, sample_weight
         )
         if self.decomposition == "loss":
+            shapley = self._shapley(trainable, non_trainable, x, y, y_pred)
             ascent = g0  # ∇L_d = v_d ∇ℓ: same direction as ∇ℓ
+        else:
+            (_, shapley), ascent = self._value_and_grad(self._dominant_shapley_loss)(
+                trainable, non_trainable, x, y
+            )
         with self._no_gradient():
             epsilon = sam_perturbation(
                 ascent, self.rho, self.norm, self._perturbed_fraction(shapley.dominant)

@@ -59,10 +59,12 @@ class SAM(MultimodalTrainer):
     def compute_update(
         self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any, sample_weight: Any
     ) -> StepResult:
-        shapley = self._shapley(trainable, non_trainable, x, y) if self.log_shapley else None
         value_and_grad = self._value_and_grad(self._loss_fn)
         (_, (loss, y_pred, new_non_trainable)), g0 = value_and_grad(
             trainable, non_trainable, x, y, sample_weight
+        )
+        shapley = (
+            self._shapley(trainable, non_trainable, x, y, y_pred) if self.log_shapley else None
         )
         with self._no_gradient():
             epsilon = sam_perturbation(g0, self.rho, self.norm)

@@ -1,6 +1,21 @@
-"""Registry of named multimodal models: `list`, `create`, `describe`."""
+"""Registry of named multimodal models: `list`, `create`, `describe`.
 
-from zoo.models import av_cnn  # noqa: F401  (registers models on import)
-from zoo.models.registry import create, describe, list, register
+Every zoo model is a `MultimodalClassifier` (dict inputs keyed by modality name, logits out)
+built from per-modality encoders (`zoo.models.encoders`) and a fusion head
+(`zoo.models.fusions`); importing this package registers the named architectures.
+"""
 
-__all__ = ["create", "describe", "list", "register"]
+from zoo.models import affect, av_cnn, av_resnet, avmnist  # noqa: F401  (register on import)
+from zoo.models.base import MultimodalClassifier
+from zoo.models.fusions import LATE_FUSIONS
+from zoo.models.registry import create, defaults, describe, list, register
+
+__all__ = [
+    "LATE_FUSIONS",
+    "MultimodalClassifier",
+    "create",
+    "defaults",
+    "describe",
+    "list",
+    "register",
+]

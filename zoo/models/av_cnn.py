@@ -2,63 +2,59 @@
 
 Each modality has its own encoder: Conv2D(16, 3, stride 2, relu) → Conv2D(32, 3, stride 2, relu)
 → GlobalAveragePooling2D → Dense(64, relu). Late fusion concatenates the two embeddings and
-applies one linear head; early fusion joins the first-stage feature maps' pooled features before
-a shared trunk.
+applies one linear head; early fusion joins shallow per-modality stems' pooled features before
+a shared MLP trunk.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import keras
 from keras import layers
 
+from zoo.models.base import MultimodalClassifier
+from zoo.models.encoders import conv_encoder, mlp
+from zoo.models.fusions import ConcatFusion, EarlyFusion
 from zoo.models.registry import register
-
-
-def _conv_encoder(inputs: keras.KerasTensor, name: str, width: int) -> keras.KerasTensor:
-    x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name=f"{name}_conv1")(
-        inputs
-    )
-    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name=f"{name}_conv2")(x)
-    x = layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
-    return layers.Dense(width, activation="relu", name=f"{name}_dense")(x)
 
 
 @register
 def late_fusion_av_cnn(
     num_classes: int = 10,
-    audio_shape: tuple[int, ...] = (40, 40, 1),
-    visual_shape: tuple[int, ...] = (28, 28, 1),
+    audio_shape: Sequence[int] = (40, 40, 1),
+    visual_shape: Sequence[int] = (28, 28, 1),
     width: int = 64,
-) -> keras.Model:
+) -> MultimodalClassifier:
     """Late fusion: per-modality CNN encoders, concatenated embeddings, one linear head."""
-    audio = keras.Input(shape=audio_shape, name="audio")
-    visual = keras.Input(shape=visual_shape, name="visual")
-    features = layers.Concatenate(name="fusion_concat")(
-        [_conv_encoder(audio, "audio", width), _conv_encoder(visual, "visual", width)]
+    encoders = {
+        "audio": conv_encoder("audio", audio_shape, width),
+        "visual": conv_encoder("visual", visual_shape, width),
+    }
+    return MultimodalClassifier(
+        encoders, ConcatFusion(num_classes, name="fusion"), name="late_fusion_av_cnn"
     )
-    logits = layers.Dense(num_classes, name="head")(features)
-    return keras.Model({"audio": audio, "visual": visual}, logits, name="late_fusion_av_cnn")
+
+
+def _stem(modality: str, input_shape: Sequence[int]) -> keras.Model:
+    inputs = keras.Input(shape=tuple(input_shape), name=modality)
+    x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name=f"{modality}_conv")(
+        inputs
+    )
+    x = layers.GlobalAveragePooling2D(name=f"{modality}_pool")(x)
+    return keras.Model(inputs, x, name=f"{modality}_encoder")
 
 
 @register
 def early_fusion_av_cnn(
     num_classes: int = 10,
-    audio_shape: tuple[int, ...] = (40, 40, 1),
-    visual_shape: tuple[int, ...] = (28, 28, 1),
+    audio_shape: Sequence[int] = (40, 40, 1),
+    visual_shape: Sequence[int] = (28, 28, 1),
     width: int = 64,
-) -> keras.Model:
+) -> MultimodalClassifier:
     """Early fusion: shallow per-modality stems, features joined before a shared MLP trunk."""
-    audio = keras.Input(shape=audio_shape, name="audio")
-    visual = keras.Input(shape=visual_shape, name="visual")
-
-    def stem(inputs: keras.KerasTensor, name: str) -> keras.KerasTensor:
-        x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name=f"{name}_conv")(
-            inputs
-        )
-        return layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
-
-    joined = layers.Concatenate(name="fusion_concat")([stem(audio, "audio"), stem(visual, "visual")])
-    x = layers.Dense(2 * width, activation="relu", name="trunk_dense1")(joined)
-    x = layers.Dense(width, activation="relu", name="trunk_dense2")(x)
-    logits = layers.Dense(num_classes, name="head")(x)
-    return keras.Model({"audio": audio, "visual": visual}, logits, name="early_fusion_av_cnn")
+    encoders = {"audio": _stem("audio", audio_shape), "visual": _stem("visual", visual_shape)}
+    trunk = mlp((32,), num_classes, hidden=(2 * width, width), name="trunk")
+    return MultimodalClassifier(
+        encoders, EarlyFusion(trunk, name="fusion"), name="early_fusion_av_cnn"
+    )

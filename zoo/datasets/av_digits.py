@@ -1,0 +1,178 @@
+"""AV-Digits: real spoken digits (FSDD) paired by label with scikit-learn's handwritten digits."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from zoo.datasets import fsdd
+from zoo.datasets._common import Problems
+from zoo.datasets._io import require, split_indices
+from zoo.datasets.errors import CheckReport, DataFormatError
+from zoo.datasets.pipeline import FileDataset
+
+NUM_CLASSES = 10
+VISUAL_SHAPE = (28, 28, 1)
+IMAGE_FRACTIONS = {"validation": 0.15, "test": 0.15}  # of each digit's 8x8 images
+IMAGE_SEED = 1234  # the image split is fixed, so no image is ever in two splits
+
+
+def digit_images() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits (1797 images, values 0..16) and their labels."""
+    datasets = require("sklearn.datasets", purpose="AV-Digits")
+    bunch = datasets.load_digits()
+    return bunch.images.astype(np.float32), bunch.target.astype(np.int32)
+
+
+def upscale(images: np.ndarray) -> np.ndarray:
+    """(N, 8, 8) in 0..16 -> (N, 28, 28, 1) in [0, 1]: 3x nearest upsampling, 2-pixel border."""
+    big = np.kron(images, np.ones((1, 3, 3), np.float32)) / 16.0
+    return np.pad(big, ((0, 0), (2, 2), (2, 2)))[..., None].astype(np.float32)
+
+
+def image_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The 28x28 images and labels of one split (stratified, disjoint across splits)."""
+    images, labels = digit_images()
+    rest, test = split_indices(len(labels), IMAGE_FRACTIONS["test"], IMAGE_SEED, labels)
+    share = IMAGE_FRACTIONS["validation"] / (1 - IMAGE_FRACTIONS["test"])
+    train_local, validation_local = split_indices(len(rest), share, IMAGE_SEED + 1, labels[rest])
+    chosen = {"train": rest[train_local], "validation": rest[validation_local], "test": test}[split]
+    return upscale(images[chosen]), labels[chosen]
+
+
+def pair_images(audio_labels: np.ndarray, image_labels: np.ndarray, seed: int) -> np.ndarray:
+    """For each audio example, the index of an image with the same label (seeded, balanced).
+
+    Each digit's images are permuted with ``seed`` and handed out in turn, cycling, so every
+    image is used about equally often and the same seed always gives the same pairs.
+    """
+    rng = np.random.default_rng([seed, 7])
+    pairs = np.empty(len(audio_labels), np.int64)
+    for digit in range(NUM_CLASSES):
+        slots = np.flatnonzero(audio_labels == digit)
+        pool = np.flatnonzero(image_labels == digit)
+        if slots.size and not pool.size:
+            raise DataFormatError("sklearn.datasets.load_digits", f"no image of digit {digit}")
+        pool = pool[rng.permutation(len(pool))]
+        pairs[slots] = pool[np.arange(len(slots)) % len(pool)]
+    return pairs
+
+
+class AVDigitsReader:
+    def __init__(self, paths: list[str], features: fsdd.SpeechFeatures, images: np.ndarray):
+        self.paths, self.features, self.images = paths, features, images
+
+    def __call__(self, index: int) -> dict[str, np.ndarray]:
+        return {"audio": self.features(self.paths[index]), "visual": self.images[index]}
+
+
+def _build(
+    root: str,
+    split: str,
+    problems: Problems,
+    pairing_seed: int = 0,
+    on_error: str = "raise",
+    cache: bool = True,
+    **options,
+) -> FileDataset:
+    features = fsdd.SpeechFeatures(**fsdd._pop(options, fsdd.FEATURE_OPTIONS))
+    split_options = fsdd._pop(options, fsdd.SPLIT_OPTIONS)
+    records = fsdd.split_records(fsdd.index_recordings(root, problems), split, **split_options)
+    if not records:
+        raise DataFormatError(fsdd.recordings_dir(root), f"no recording falls in the {split} split")
+    labels = np.array([r[1] for r in records], np.int32)
+    images, image_labels = image_split(split)
+    paired = images[pair_images(labels, image_labels, pairing_seed)]
+    return FileDataset(
+        AVDigitsReader([r[0] for r in records], features, paired),
+        labels,
+        {"audio": features.shape, "visual": VISUAL_SHAPE},
+        on_error=on_error,
+        cache=cache,
+        num_classes=NUM_CLASSES,
+        class_names=[str(d) for d in range(NUM_CLASSES)],
+        split=split,
+        **options,
+    )
+
+
+def load(root: str, split: str, **options) -> FileDataset:
+    """AV-Digits: FSDD speech paired by label with scikit-learn's bundled handwritten digits.
+
+    ``root`` is an FSDD folder (see ``fsdd``); the images come from
+    ``sklearn.datasets.load_digits`` (1797 8x8 images, no download). Each recording is paired
+    with an image of the same digit: each digit's images are permuted with ``pairing_seed`` and
+    dealt out in turn, so the same seed gives the same pairs. Images are split once, stratified
+    70/15/15 into train/validation/test, so no image appears in two splits.
+
+    Outputs "audio" as FSDD (default log-mel (40, 40, 1), or ``audio_features="waveform"``) and
+    "visual" (28, 28, 1) in [0, 1] (8x8 upsampled 3x, 2-pixel border): the shapes of the zoo's
+    ``late_fusion_av_cnn`` defaults. Splits as FSDD: by take (default) or
+    ``split_by="speaker"`` (speaker-independent, ``test_speakers``/``validation_speakers``).
+    Use `write_avmnist_layout` to save it in the AV-MNIST layout for the ``avmnist`` loader.
+    Decoded audio is cached in memory after its first read (``cache=True``).
+    """
+    return _build(root, split, Problems(), **options)
+
+
+def check(root: str, report: CheckReport, deep: bool = True, **options) -> None:
+    """Checks the FSDD folder (names, labels, and with ``deep`` every recording)."""
+    fsdd.check(root, report, deep=deep, **options)
+
+
+def write_avmnist_layout(
+    fsdd_root: str,
+    out_root: str,
+    pairing_seed: int = 0,
+    **options,
+) -> dict[str, int]:
+    """Writes AV-Digits in the AV-MNIST (MultiBench) layout, so one model and loader serve both.
+
+    Writes ``image/{train,test}_data.npy`` (N, 784) and ``audio/{train,test}_data.npy``
+    (N, 112, 112), both float32 in 0..255, and ``{train,test}_labels.npy``. The train files hold
+    the train split followed by the validation split; read them back with
+    ``zoo.datasets.load("avmnist", root=out_root, split=..., validation_size=<returned>)``.
+    Audio is a 112-band log-mel over 112 frames (1 s at 8 kHz), in dB over 80 dB mapped to
+    0..255. Derived from FSDD, the files stay under CC BY-SA 4.0.
+
+    Returns:
+        ``{"train": n, "validation": n, "test": n, "validation_size": n}``.
+    """
+    librosa = require("librosa", purpose="write_avmnist_layout")
+    features = fsdd.SpeechFeatures("waveform", duration=1.0)
+    hop = -(-features.length // 112)
+    arrays = {}
+    for split in ("train", "validation", "test"):
+        dataset = _build(
+            fsdd_root, split, Problems(), pairing_seed=pairing_seed, batch_size=256, **options
+        )
+        audio = []
+        for path in dataset.read_example.paths:
+            samples = features(path)
+            mel = librosa.feature.melspectrogram(
+                y=samples, sr=fsdd.SAMPLE_RATE, n_fft=512, hop_length=hop, n_mels=112
+            )[:, :112]
+            db = librosa.power_to_db(mel, ref=np.max, top_db=80.0)
+            audio.append((db + 80.0) / 80.0 * 255.0)
+        visual = dataset.read_example.images[..., 0] * 255.0
+        arrays[split] = (
+            visual.reshape(len(visual), 784).astype(np.float32),
+            np.stack(audio).astype(np.float32),
+            dataset.labels.astype(np.int64),
+        )
+    os.makedirs(os.path.join(out_root, "image"), exist_ok=True)
+    os.makedirs(os.path.join(out_root, "audio"), exist_ok=True)
+    parts = {
+        "train": [
+            np.concatenate(z) for z in zip(arrays["train"], arrays["validation"], strict=True)
+        ],
+        "test": list(arrays["test"]),
+    }
+    for part, (image, audio, labels) in parts.items():
+        np.save(os.path.join(out_root, "image", f"{part}_data.npy"), image)
+        np.save(os.path.join(out_root, "audio", f"{part}_data.npy"), audio)
+        np.save(os.path.join(out_root, f"{part}_labels.npy"), labels)
+    sizes = {split: len(arrays[split][2]) for split in arrays}
+    sizes["validation_size"] = sizes["validation"]
+    return sizes
