@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -84,34 +85,39 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6, help="timed epochs (after one warm-up)")
     parser.add_argument("--steps", type=int, default=30, help="steps per epoch")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="fresh processes per backend; the table shows the median run",
+    )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args)
         return
-    table = {}
+    table: dict[str, dict[str, float]] = {}
+    runs: dict[str, list[dict[str, float]]] = {}
     for backend in args.backends.split(","):
-        command = [
-            sys.executable,
-            __file__,
-            "--child",
-            "--epochs",
-            str(args.epochs),
-            "--steps",
-            str(args.steps),
-            "--batch",
-            str(args.batch),
-        ]
+        command = [sys.executable, __file__, "--child", "--epochs", str(args.epochs)]
+        command += ["--steps", str(args.steps), "--batch", str(args.batch)]
         env = {**os.environ, "KERAS_BACKEND": backend}
-        out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if line is None:
-            print(f"{backend}: failed\n{out.stderr[-3000:]}", file=sys.stderr)
-            continue
-        table[backend] = json.loads(line[len("RESULT ") :])
-        print(f"measured {backend}", flush=True)
-    print(f"\nms/step (median of {args.epochs} epochs x {args.steps} steps, batch {args.batch})")
+        runs[backend] = []
+        for _ in range(args.repeats):
+            out = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if line is None:
+                print(f"{backend}: failed\n{out.stderr[-3000:]}", file=sys.stderr)
+                break
+            runs[backend].append(json.loads(line[len("RESULT ") :]))
+        if runs[backend]:
+            table[backend] = {v: statistics.median(r[v] for r in runs[backend]) for v in VARIANTS}
+            print(f"measured {backend} ({len(runs[backend])} runs)", flush=True)
+    print(
+        f"\nms/step: median over {args.repeats} processes of each one's median over "
+        f"{args.epochs} epochs x {args.steps} steps, batch {args.batch}"
+    )
     print(
         f"{'backend':<11}"
         + "".join(f"{v:>16}" for v in VARIANTS)
@@ -130,7 +136,9 @@ def main() -> None:
                     "batch": args.batch,
                     "steps": args.steps,
                     "epochs": args.epochs,
+                    "repeats": args.repeats,
                     "ms_per_step": table,
+                    "runs": runs,
                 },
                 handle,
                 indent=2,
