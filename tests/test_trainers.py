@@ -393,3 +393,49 @@ def test_non_finite_gradient_under_loss_scaling_skips_the_step_and_keeps_weights
     after = weights_of(trainer)
     assert all(np.isfinite(w).all() for w in after)
     assert any(not np.array_equal(a, b) for a, b in zip(start, after))
+
+
+@pytest.mark.parametrize("name", ["late_fusion_av_cnn", "early_fusion_av_cnn"])
+def test_feature_coalitions_equal_input_coalitions_on_zoo_models(name):
+    import zoo
+
+    model = zoo.models.create(name, audio_shape=(12, 12, 1), visual_shape=(10, 10, 1))
+    rng = np.random.default_rng(0)
+    x = {
+        "audio": rng.standard_normal((8, 12, 12, 1)).astype("float32"),
+        "visual": rng.standard_normal((8, 10, 10, 1)).astype("float32"),
+    }
+    y = rng.integers(0, 10, size=8)
+    tensors = {k: keras.ops.convert_to_tensor(v) for k, v in x.items()}
+    by_inputs = keras_msam.MSAM(model, coalitions="inputs")
+    by_features = keras_msam.MSAM(model)  # "auto" picks features for zoo models
+    assert by_features._feature_coalitions and not by_inputs._feature_coalitions
+    trainable = [v.value for v in by_inputs.trainable_variables]
+    non_trainable = [v.value for v in by_inputs.non_trainable_variables]
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(
+            by_features._coalition_outputs(trainable, non_trainable, tensors)
+        ),
+        keras.ops.convert_to_numpy(by_inputs._coalition_outputs(trainable, non_trainable, tensors)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    twin = zoo.models.create(name, audio_shape=(12, 12, 1), visual_shape=(10, 10, 1))
+    twin.set_weights(model.get_weights())
+    steps = []
+    for trainer in (
+        compile_trainer(keras_msam.MSAM(twin, coalitions="inputs")),
+        compile_trainer(keras_msam.MSAM(model, coalitions="features")),
+    ):
+        logs = trainer.train_on_batch(x, y, return_dict=True)
+        steps.append((logs["shapley_audio"], weights_of(trainer)))
+    assert steps[0][0] == pytest.approx(steps[1][0], abs=1e-6)
+    for a, b in zip(steps[0][1], steps[1][1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_feature_coalitions_need_encoders():
+    with pytest.raises(ValueError, match="coalitions='features' needs a model with per-modality"):
+        keras_msam.MSAM(small_av_model(), coalitions="features")
+    with pytest.raises(ValueError, match="Unknown coalitions"):
+        keras_msam.MSAM(small_av_model(), coalitions="latent")

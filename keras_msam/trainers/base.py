@@ -61,6 +61,8 @@ class StepResult(NamedTuple):
     sharpness: Any = None
 
 
+COALITION_MODES = ("auto", "inputs", "features")
+
 _TRAINING_DEPENDENT_LAYERS = (
     keras.layers.BatchNormalization,
     keras.layers.Dropout,  # and the SpatialDropout layers
@@ -111,6 +113,14 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         shapley_samples: Number of sampled permutations above the threshold.
         shapley_seed: Seed of the (fixed) sampled permutations.
         from_logits: Whether the model outputs logits; read from the compiled loss when None.
+        coalitions: Where coalitions are formed. ``"inputs"``: absent modalities' inputs are
+            zeroed and the whole model runs on every coalition. ``"features"``: for models with
+            per-modality encoders (the zoo protocol: ``encode``/``fuse``), each encoder runs
+            once on the batch and once on a single all-zero example, and only the fusion head
+            runs per coalition, an absent modality's features being its encoder's output for a
+            zero input. Both give the same values: an encoder that sees only its own modality
+            maps a zeroed input to exactly those features. ``"auto"`` (default): ``"features"``
+            when the model has ``encode``/``fuse``, else ``"inputs"``.
         **kwargs: Passed to `keras.Model` (``name``...).
     """
 
@@ -130,6 +140,7 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         shapley_samples: int = DEFAULT_NUM_SAMPLES,
         shapley_seed: int = 0,
         from_logits: bool | None = None,
+        coalitions: str = "auto",
         **kwargs: Any,
     ) -> None:
         if not isinstance(model, keras.Model):
@@ -156,6 +167,21 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         self.shapley_samples = int(shapley_samples)
         self.shapley_seed = int(shapley_seed)
         self.from_logits = from_logits
+        if coalitions not in COALITION_MODES:
+            raise ValueError(f"Unknown coalitions {coalitions!r}; use one of {COALITION_MODES}.")
+        has_encoders = callable(getattr(model, "encode", None)) and callable(
+            getattr(model, "fuse", None)
+        )
+        if coalitions == "features" and not has_encoders:
+            raise ValueError(
+                f"coalitions='features' needs a model with per-modality encoders "
+                f"(`encode(inputs)` and `fuse(features)`, as zoo models have); model "
+                f"{model.name!r} has none. Use coalitions='inputs'."
+            )
+        self.coalitions = coalitions
+        self._feature_coalitions = coalitions == "features" or (
+            coalitions == "auto" and has_encoders
+        )
         structure = modality_structure(model, modalities)
         if self.requires_multiple_modalities and len(structure.names) < 2:
             raise ValueError(
@@ -220,6 +246,7 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
             "shapley_samples": self.shapley_samples,
             "shapley_seed": self.shapley_seed,
             "from_logits": self.from_logits,
+            "coalitions": self.coalitions,
         }
         return config
 
@@ -281,6 +308,8 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         pass's predictions, given only when the model behaves the same in training and
         inference) replaces the forward of the full coalition.
         """
+        if self._feature_coalitions:
+            return self._feature_coalition_outputs(trainable, non_trainable, x)
         masks = self._plan.masks
         names = self._structure.names
         has_empty = not masks[0].any()
@@ -311,6 +340,33 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
                 ops.expand_dims(ops.stop_gradient(ops.cast(full_outputs, outputs.dtype)), 0)
             )
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
+
+    def _feature_coalition_outputs(
+        self, trainable: list[Any], non_trainable: list[Any], x: Any
+    ) -> Any:
+        """Coalition outputs (K, B, C) formed on encoder features (``coalitions="features"``)."""
+        names = self._structure.names
+        masks = self._plan.masks
+        mapping = list(zip(self.trainable_variables, trainable)) + list(
+            zip(self.non_trainable_variables, non_trainable)
+        )
+        with self._no_gradient(), keras.StatelessScope(state_mapping=mapping):
+            features = self.model.encode(x, training=False)
+            absent = self.model.encode(
+                {name: ops.zeros_like(x[name][:1]) for name in names}, training=False
+            )
+            stacked = {}
+            for index, name in enumerate(names):
+                present = features[name]
+                keep = ops.convert_to_tensor(
+                    masks[:, index].reshape((masks.shape[0],) + (1,) * len(present.shape))
+                )
+                tiled = ops.where(
+                    keep, ops.expand_dims(present, 0), ops.expand_dims(absent[name], 0)
+                )
+                stacked[name] = ops.reshape(tiled, (-1,) + tuple(present.shape[1:]))
+            outputs = self.model.fuse(stacked, training=False)
+        return ops.stop_gradient(unstack_coalitions(outputs, self._plan.num_coalitions))
 
     def _shapley_from_outputs(self, outputs: Any, y: Any) -> ShapleyResult:
         values = coalition_values(outputs, y, self.shapley_value, self.resolved_from_logits)
