@@ -68,3 +68,26 @@ def _masked(grad: Any, factor: Any) -> Any:
     if isinstance(factor, (int, float)):
         return grad if factor else ops.zeros_like(grad)
     return grad * ops.cast(factor, grad.dtype)
+
+
+def orthogonal_component(sam_grads: Sequence[Any], grads: Sequence[Any]) -> list[Any]:
+    """g_v = g_s − (⟨g_s, g⟩/‖g‖²)·g: the part of the SAM gradient orthogonal to the plain one.
+
+    LookSAM (Liu et al., CVPR 2022) keeps this direction from a full SAM step and reuses it on the
+    cheap steps in between. Computed in float32 over all variables at once.
+    """
+    dot = sum(
+        ops.sum(ops.cast(a, "float32") * ops.cast(b, "float32")) for a, b in zip(sam_grads, grads)
+    )
+    squared = sum(ops.sum(ops.square(ops.cast(b, "float32"))) for b in grads)
+    coefficient = dot / (squared + _EPSILON)
+    return [
+        ops.cast(a, "float32") - coefficient * ops.cast(b, "float32")
+        for a, b in zip(sam_grads, grads)
+    ]
+
+
+def looksam_gradient(grads: Sequence[Any], direction: Sequence[Any], alpha: float) -> list[Any]:
+    """g + α·(‖g‖/‖g_v‖)·g_v: LookSAM's stand-in for the SAM gradient on a cheap step."""
+    scale = alpha * global_norm(grads) / (global_norm(direction) + _EPSILON)
+    return [g + ops.cast(scale * ops.cast(v, "float32"), g.dtype) for g, v in zip(grads, direction)]

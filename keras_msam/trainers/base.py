@@ -51,6 +51,11 @@ class StepResult(NamedTuple):
         loss: Unscaled loss ℓ(θ) of the first pass.
         shapley: `ShapleyResult` or None when Shapley logging is off.
         sharpness: ℓ(θ+ε) − ℓ(θ), or None for methods without a perturbed pass.
+        extras: Optional ``{name: scalar}`` of per-step values a method logs; each name must be
+            one of the method's ``_extra_trackers`` (`keras.metrics.Mean`). Trackers without a
+            value this step (e.g. on validation batches) are left out of the logs.
+        sharpness_weight: Weight of ``sharpness`` in its running mean (0 on steps that did not
+            measure it); None means 1.
     """
 
     grads: list[Any]
@@ -59,6 +64,8 @@ class StepResult(NamedTuple):
     loss: Any
     shapley: ShapleyResult | None = None
     sharpness: Any = None
+    extras: dict[str, Any] | None = None
+    sharpness_weight: Any = None
 
 
 COALITION_MODES = ("auto", "inputs", "features")
@@ -128,6 +135,8 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
     requires_multiple_modalities = False
     #: Whether this method runs a perturbed pass and logs ``sharpness``.
     has_sharpness = False
+    #: Per-step scalars a method logs (`keras.metrics.Mean`, set in its ``__init__``).
+    _extra_trackers: tuple = ()
 
     def __init__(
         self,
@@ -431,8 +440,17 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
             for index, tracker in enumerate(self._share_trackers):
                 tracker.update_state(result.shapley.shares[index])
         if result.sharpness is not None:
-            self._sharpness_tracker.update_state(result.sharpness)
+            self._sharpness_tracker.update_state(
+                result.sharpness, sample_weight=result.sharpness_weight
+            )
+        extras = result.extras or {}
+        for tracker in self._extra_trackers:
+            if tracker.name in extras:
+                tracker.update_state(extras[tracker.name])
         logs = self.compute_metrics(x, y, result.y_pred, sample_weight)
+        for tracker in self._extra_trackers:
+            if tracker.name not in extras:
+                logs.pop(tracker.name, None)
         if result.shapley is None:
             for tracker in self._share_trackers:
                 logs.pop(tracker.name, None)

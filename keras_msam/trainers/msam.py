@@ -25,7 +25,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_msam.perturbation import sam_perturbation
+from keras_msam.perturbation import looksam_gradient, orthogonal_component, sam_perturbation
 from keras_msam.shapley import class_indices, stack_coalitions, unstack_coalitions
 from keras_msam.trainers.base import MultimodalTrainer, ShapleyResult, StepResult
 from keras_msam.trainers.sam import check_norm, check_rho
@@ -47,6 +47,13 @@ class MSAM(MultimodalTrainer):
         decomposition: ``"loss"`` (paper: L_d = v_d·ℓ) or ``"shapley_logits"`` (extension).
         fixed_dominant_share: For ablations and tests: use this constant instead of v_d
             (1.0 gives SAM, 0.0 the plain step). None (default) uses the Shapley share.
+        shapley_every: Amortisation (extension): recompute the Shapley shares every k-th step
+            only and reuse the last ones in between (dominance moves slowly). 1 = every step.
+        sam_every: Amortisation (extension, LookSAM, Liu et al. CVPR 2022): take the full
+            two-pass step every k-th step only. A full step stores g_v, the component of the
+            SAM gradient g1 orthogonal to the plain gradient g0; a cheap step uses
+            g1 ≈ g0 + α·(‖g0‖/‖g_v‖)·g_v with one gradient pass. 1 = every step.
+        looksam_alpha: α of the cheap steps (LookSAM's default 0.7).
         **kwargs: See `MultimodalTrainer` (``shapley_value``, ``empty_coalition``,
             ``shapley_threshold``, ``shapley_samples``, ``shapley_seed``, ``from_logits``).
 
@@ -69,6 +76,9 @@ class MSAM(MultimodalTrainer):
         perturb: str = "all",
         decomposition: str = "loss",
         fixed_dominant_share: float | None = None,
+        shapley_every: int = 1,
+        sam_every: int = 1,
+        looksam_alpha: float = 0.7,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("log_shapley", True)
@@ -87,6 +97,17 @@ class MSAM(MultimodalTrainer):
             raise ValueError(
                 f"fixed_dominant_share must lie in [0, 1], got {fixed_dominant_share!r}."
             )
+        for label, value in (("shapley_every", shapley_every), ("sam_every", sam_every)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{label} must be an integer >= 1, got {value!r}.")
+        if shapley_every > 1 and decomposition != "loss":
+            raise ValueError("shapley_every > 1 works with decomposition='loss' only.")
+        if not looksam_alpha >= 0:
+            raise ValueError(f"looksam_alpha must be >= 0, got {looksam_alpha!r}.")
+        self.shapley_every = shapley_every
+        self.sam_every = sam_every
+        self.looksam_alpha = float(looksam_alpha)
+        self._create_amortisation_state()
         self.perturb = perturb
         self.decomposition = decomposition
         self.fixed_dominant_share = (
@@ -101,7 +122,45 @@ class MSAM(MultimodalTrainer):
             "perturb": self.perturb,
             "decomposition": self.decomposition,
             "fixed_dominant_share": self.fixed_dominant_share,
+            "shapley_every": self.shapley_every,
+            "sam_every": self.sam_every,
+            "looksam_alpha": self.looksam_alpha,
         }
+
+    def _create_amortisation_state(self) -> None:
+        """Step counter, cached shares and the LookSAM direction, as non-trainable variables.
+
+        They live in the trainer's state (threaded on JAX, saved with the model), never in
+        Python attributes mutated inside the step.
+        """
+        self._amortised_variables: dict[str, Any] = {}
+        if self.shapley_every == 1 and self.sam_every == 1:
+            return
+        count = len(self.structure.names)
+
+        def variable(name, shape, dtype="float32", initializer="zeros"):
+            created = self.add_weight(
+                shape=shape, dtype=dtype, initializer=initializer, trainable=False, name=name
+            )
+            self._amortised_variables[name] = created
+            return created
+
+        variable("amortised_step", (), "int32")
+        if self.shapley_every > 1:
+            variable("cached_shares", (count,), initializer=keras.initializers.Constant(1 / count))
+            variable("cached_dominant", (), "int32")
+        if self.sam_every > 1:
+            for index, weight in enumerate(self.model.trainable_variables):
+                variable(f"looksam_direction_{index}", tuple(weight.shape))
+
+    def _amortised_positions(self) -> dict[str, int]:
+        """Index of each amortisation variable in ``self.non_trainable_variables``."""
+        positions = {}
+        for index, variable in enumerate(self.non_trainable_variables):
+            for name, owned in self._amortised_variables.items():
+                if variable is owned:
+                    positions[name] = index
+        return positions
 
     def _perturbed_fraction(self, dominant: Any) -> list[Any] | None:
         """Per-variable 0/1 factor of ε for ``perturb="dominant"`` (None: perturb everything)."""
@@ -139,25 +198,55 @@ class MSAM(MultimodalTrainer):
     def compute_update(
         self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any, sample_weight: Any
     ) -> StepResult:
+        positions = self._amortised_positions()
+        state = {name: non_trainable[index] for name, index in positions.items()}
+        step = state.get("amortised_step")
         value_and_grad = self._value_and_grad(self._loss_fn)
         (_, (loss, y_pred, new_non_trainable)), g0 = value_and_grad(
             trainable, non_trainable, x, y, sample_weight
         )
-        if self.decomposition == "loss":
-            shapley = self._shapley(trainable, non_trainable, x, y, y_pred)
-            ascent = g0  # ∇L_d = v_d ∇ℓ: same direction as ∇ℓ
-        else:
+        updates: dict[str, Any] = {}
+        if self.decomposition == "shapley_logits":
             (_, shapley), ascent = self._value_and_grad(self._dominant_shapley_loss)(
                 trainable, non_trainable, x, y
             )
-        with self._no_gradient():
-            epsilon = sam_perturbation(
-                ascent, self.rho, self.norm, self._perturbed_fraction(shapley.dominant)
+        elif self.shapley_every > 1:
+            shapley = self._amortised_shapley(trainable, non_trainable, x, y, y_pred, state)
+            updates["cached_shares"], updates["cached_dominant"] = shapley.shares, shapley.dominant
+            ascent = g0
+        else:
+            shapley = self._shapley(trainable, non_trainable, x, y, y_pred)
+            ascent = g0  # ∇L_d = v_d ∇ℓ: same direction as ∇ℓ
+
+        def full_step():
+            with self._no_gradient():
+                epsilon = sam_perturbation(
+                    ascent, self.rho, self.norm, self._perturbed_fraction(shapley.dominant)
+                )
+                perturbed = [w + ops.cast(e, w.dtype) for w, e in zip(trainable, epsilon)]
+            (_, (perturbed_loss, _, _)), g1 = value_and_grad(
+                perturbed, non_trainable, x, y, sample_weight
             )
-            perturbed = [w + ops.cast(e, w.dtype) for w, e in zip(trainable, epsilon)]
-        (_, (perturbed_loss, _, _)), g1 = value_and_grad(
-            perturbed, non_trainable, x, y, sample_weight
-        )
+            return list(g1), ops.cast(perturbed_loss - loss, "float32")
+
+        if self.sam_every == 1:
+            g1, sharpness = full_step()
+            sharpness_weight = None
+        else:
+            direction = [state[f"looksam_direction_{i}"] for i in range(len(g0))]
+
+            def measured():
+                sam_grads, measured_sharpness = full_step()
+                return sam_grads, orthogonal_component(sam_grads, g0), measured_sharpness, 1.0
+
+            def reused():
+                sam_grads = looksam_gradient(g0, direction, self.looksam_alpha)
+                return sam_grads, [ops.cast(v, "float32") for v in direction], 0.0 * loss, 0.0
+
+            is_full = ops.equal(ops.mod(step, self.sam_every), 0)
+            g1, direction, sharpness, sharpness_weight = ops.cond(is_full, measured, reused)
+            updates.update({f"looksam_direction_{i}": v for i, v in enumerate(direction)})
+
         if self.fixed_dominant_share is None:
             share = ops.take(shapley.shares, shapley.dominant)
         else:
@@ -166,4 +255,40 @@ class MSAM(MultimodalTrainer):
             ops.cast(share, a.dtype) * a + ops.cast(1.0 - share, b.dtype) * b
             for a, b in zip(g1, g0)
         ]
-        return StepResult(grads, new_non_trainable, y_pred, loss, shapley, perturbed_loss - loss)
+        if positions:
+            updates["amortised_step"] = step + 1
+            new_non_trainable = list(new_non_trainable)
+            for name, value in updates.items():
+                index = positions[name]
+                new_non_trainable[index] = ops.cast(value, non_trainable[index].dtype)
+        return StepResult(
+            grads,
+            new_non_trainable,
+            y_pred,
+            loss,
+            shapley,
+            sharpness,
+            sharpness_weight=sharpness_weight,
+        )
+
+    def _amortised_shapley(
+        self,
+        trainable: list[Any],
+        non_trainable: list[Any],
+        x: Any,
+        y: Any,
+        y_pred: Any,
+        state: dict[str, Any],
+    ) -> ShapleyResult:
+        """Fresh Shapley shares every ``shapley_every`` steps, the cached ones in between."""
+
+        def fresh():
+            result = self._shapley(trainable, non_trainable, x, y, y_pred)
+            return result.shares, ops.cast(result.dominant, "int32")
+
+        def cached():
+            return ops.cast(state["cached_shares"], "float32"), state["cached_dominant"]
+
+        refresh = ops.equal(ops.mod(state["amortised_step"], self.shapley_every), 0)
+        shares, dominant = ops.cond(refresh, fresh, cached)
+        return ShapleyResult(ops.zeros_like(shares), shares, dominant)
