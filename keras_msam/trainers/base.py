@@ -409,7 +409,7 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         sample_weight: Any,
     ) -> StepResult:
         """The method's update direction at the state arrays (each method overrides this)."""
-        raise NotImplementedError(f"{type(self).__name__} must define compute_update().")
+        raise TypeError(f"{type(self).__name__} does not define compute_update().")
 
     def evaluate_batch(
         self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any, sample_weight: Any

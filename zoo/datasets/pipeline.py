@@ -120,7 +120,7 @@ class MultimodalDataset(keras.utils.PyDataset):
         return self._batch(indices)
 
     def _batch(self, indices: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} does not define _batch(indices).")
 
     def to_numpy(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Returns the whole split as ``({modality: array}, labels)`` in file order."""

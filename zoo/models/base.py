@@ -175,7 +175,7 @@ class MultimodalClassifier(keras.Model):
         """{modality: its additive contribution to the logits} for linear late fusion.
 
         Σ_m unimodal_logits[m] + `head_bias()` equals `fuse(features)` (OGM-GE's split). Raises
-        `NotImplementedError` for any other fusion (see `supports_unimodal_logits`).
+        `ValueError` for any other fusion (see `supports_unimodal_logits`).
         """
         return self.fusion.unimodal_logits(features)
 

@@ -58,7 +58,7 @@ class Fusion(layers.Layer):
         self.num_classes = int(num_classes)
 
     def unimodal_logits(self, features: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError(
+        raise ValueError(
             f"{type(self).__name__} is not a linear late fusion: its logits do not split into "
             "per-modality terms. Unimodal logits (the OGM-GE split) exist for 'concat' and "
             "'sum' fusion only."
@@ -66,7 +66,7 @@ class Fusion(layers.Layer):
 
     def bias_value(self) -> Any:
         """The shared bias added once to the sum of the unimodal logits (linear fusions)."""
-        raise NotImplementedError(f"{type(self).__name__} is not a linear late fusion.")
+        raise ValueError(f"{type(self).__name__} is not a linear late fusion.")
 
     def compute_output_shape(self, input_shape: Any) -> tuple[int | None, ...]:
         first = input_shape[sorted(input_shape)[0]]
