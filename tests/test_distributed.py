@@ -14,30 +14,37 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parent / "distributed"
 
 
-@pytest.mark.skipif(keras.backend.backend() != "jax", reason="keras.distribution is JAX's")
-def test_jax_data_parallel_on_four_cpu_devices_matches_one_device(tmp_path):
-    results = {}
-    for devices in (0, 4):
-        out = tmp_path / f"weights_{devices}.npz"
-        env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-        run = subprocess.run(
-            [
-                sys.executable,
-                str(SCRIPTS / "jax_data_parallel.py"),
-                str(out),
-                "--devices",
-                str(devices),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
-        results[devices] = np.load(out)
-    single, parallel = results[0], results[4]
-    np.testing.assert_allclose(parallel["shapley_audio"], single["shapley_audio"], atol=1e-6)
-    weights = [k for k in single.files if k.startswith("arr_")]
+def _run(script: str, flag: str, count: int, out: Path) -> dict[str, np.ndarray]:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    run = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), str(out), flag, str(count)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return dict(np.load(out))
+
+
+def _assert_same_run(distributed: dict, single: dict, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        np.testing.assert_allclose(distributed[key], single[key], rtol=1e-5, atol=1e-6)
+    weights = [k for k in single if k.startswith("arr_")]
     assert weights
     for key in weights:
-        np.testing.assert_allclose(parallel[key], single[key], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(distributed[key], single[key], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="keras.distribution is JAX's")
+def test_jax_data_parallel_on_four_cpu_devices_matches_one_device(tmp_path):
+    single = _run("jax_data_parallel.py", "--devices", 0, tmp_path / "single.npz")
+    parallel = _run("jax_data_parallel.py", "--devices", 4, tmp_path / "parallel.npz")
+    _assert_same_run(parallel, single, ("shapley_audio",))
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute is TF's")
+def test_tf_mirrored_strategy_on_two_cpu_replicas_matches_one_device(tmp_path):
+    single = _run("tf_mirrored.py", "--replicas", 0, tmp_path / "single.npz")
+    mirrored = _run("tf_mirrored.py", "--replicas", 2, tmp_path / "mirrored.npz")
+    _assert_same_run(mirrored, single, ("shapley_audio", "loss", "sharpness"))

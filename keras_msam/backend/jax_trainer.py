@@ -32,6 +32,13 @@ class BackendTrainer:
     def _no_gradient(self):
         return nullcontext()
 
+    def _cross_replica_sum(self, tensors):
+        """Identity: JAX's DataParallel works on global arrays: nothing to reduce."""
+        return tensors
+
+    def _cross_replica_mean(self, tensor):
+        return tensor
+
     def train_step(self, state, data):
         trainable, non_trainable, optimizer_variables, metrics_variables = state
         x, y, sample_weight = unpack_x_y_sample_weight(data)

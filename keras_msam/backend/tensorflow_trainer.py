@@ -27,6 +27,20 @@ class BackendTrainer:
     def _no_gradient(self):
         return nullcontext()
 
+    def _cross_replica_sum(self, tensors):
+        """Sum over replicas under `tf.distribute` (MirroredStrategy...); identity otherwise."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return tensors
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+
+    def _cross_replica_mean(self, tensor):
+        """Mean over replicas of a per-replica statistic (equal per-replica batches)."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return tensor
+        return context.all_reduce(tf.distribute.ReduceOp.MEAN, tensor)
+
     def train_step(self, data):
         x, y, sample_weight = unpack_x_y_sample_weight(data)
         self._check_batch(x, y)

@@ -54,6 +54,13 @@ class BackendTrainer:
     def _no_gradient(self):
         return torch.no_grad()
 
+    def _cross_replica_sum(self, tensors):
+        """Identity: Keras 3.15's torch `fit` runs on one process: nothing to reduce."""
+        return tensors
+
+    def _cross_replica_mean(self, tensor):
+        return tensor
+
     def train_step(self, data):
         x, y, sample_weight = unpack_x_y_sample_weight(data)
         self._check_batch(x, y)

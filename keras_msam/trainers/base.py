@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import keras
 from keras import ops
+from keras.src.losses.loss import unscale_loss_for_distribution
 
 from keras_msam.backend import BackendTrainer
 from keras_msam.modalities import ModalityStructure, modality_structure, validate_inputs
@@ -379,6 +380,8 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
 
     def _shapley_from_outputs(self, outputs: Any, y: Any) -> ShapleyResult:
         values = coalition_values(outputs, y, self.shapley_value, self.resolved_from_logits)
+        # Under tf.distribute each replica sees part of the batch: use the global values.
+        values = self._cross_replica_mean(values)
         phi = shapley_from_values(values, self._plan)
         shares, dominant = shares_and_dominant(phi)
         return ShapleyResult(phi, shares, dominant)
@@ -435,13 +438,16 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
     def _record(self, x: Any, y: Any, sample_weight: Any, result: StepResult) -> dict[str, Any]:
         """Updates the loss, compiled and keras-msam metrics; returns the step's logs."""
         batch_size = next(t for t in keras.tree.flatten(x) if t is not None).shape[0]
-        self._loss_tracker.update_state(result.loss, sample_weight=batch_size)
+        self._loss_tracker.update_state(
+            unscale_loss_for_distribution(result.loss), sample_weight=batch_size
+        )
         if result.shapley is not None:
             for index, tracker in enumerate(self._share_trackers):
                 tracker.update_state(result.shapley.shares[index])
         if result.sharpness is not None:
             self._sharpness_tracker.update_state(
-                result.sharpness, sample_weight=result.sharpness_weight
+                unscale_loss_for_distribution(result.sharpness),
+                sample_weight=result.sharpness_weight,
             )
         extras = result.extras or {}
         for tracker in self._extra_trackers:

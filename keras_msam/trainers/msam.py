@@ -220,8 +220,12 @@ class MSAM(MultimodalTrainer):
 
         def full_step():
             with self._no_gradient():
+                # ε from the global gradient: under tf.distribute, the all-reduced one.
                 epsilon = sam_perturbation(
-                    ascent, self.rho, self.norm, self._perturbed_fraction(shapley.dominant)
+                    self._cross_replica_sum(ascent),
+                    self.rho,
+                    self.norm,
+                    self._perturbed_fraction(shapley.dominant),
                 )
                 perturbed = [w + ops.cast(e, w.dtype) for w, e in zip(trainable, epsilon)]
             (_, (perturbed_loss, _, _)), g1 = value_and_grad(

@@ -4,6 +4,10 @@ g0 = ∇ℓ(θ)                      first pass, training mode (BatchNorm update
 ε  = ρ · g0 / ‖g0‖₂             (or ρ · sign(g0) with norm="linf"); ε = 0 if g0 is non-finite
 g1 = ∇ℓ(θ + ε)                  second pass: same dropout masks, BatchNorm updates dropped
 θ ← optimizer(θ, g1)            applied once, at the original θ
+
+ASAM (Kwon et al., ICML 2021; ``adaptive=True``, davda54/sam form without the η offset):
+ε = ρ · |θ|² ⊙ g0 / ‖ |θ| ⊙ g0 ‖₂   (``norm="linf"``: ρ · |θ| ⊙ sign(g0)). ASAM's ρ is typically
+about ten times SAM's (e.g. 0.5–2.0).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_msam.perturbation import NORMS, sam_perturbation
@@ -35,6 +40,16 @@ def check_norm(norm: str) -> str:
     return norm
 
 
+def adaptive_perturbation(weights: list[Any], grads: list[Any], rho: float, norm: str) -> list[Any]:
+    """ASAM's ascent step: T_θ ε̂ with ε̂ the SAM step of the rescaled gradient T_θ g, T_θ = |θ|.
+
+    l2: ρ |θ|² ⊙ g / ‖ |θ| ⊙ g ‖₂;  linf: ρ |θ| ⊙ sign(g). Zero if any gradient is non-finite.
+    """
+    scales = [ops.abs(ops.cast(w, g.dtype)) for w, g in zip(weights, grads)]
+    steps = sam_perturbation([s * g for s, g in zip(scales, grads)], rho, norm)
+    return [s * e for s, e in zip(scales, steps)]
+
+
 @keras.saving.register_keras_serializable(package="keras_msam")
 class SAM(MultimodalTrainer):
     """SAM on a multimodal model, with keras-msam's per-modality logging.
@@ -43,18 +58,34 @@ class SAM(MultimodalTrainer):
         model: A Keras model with dict inputs keyed by modality name.
         rho: Neighbourhood radius ρ ≥ 0 (ρ = 0 is the base optimizer's plain step).
         norm: ``"l2"`` (ε = ρ g/‖g‖₂) or ``"linf"`` (ε = ρ sign(g)).
+        adaptive: ASAM: scale the ascent element-wise by |θ| (scale-invariant sharpness).
         **kwargs: See `MultimodalTrainer` (Shapley logging options, ``name``).
     """
 
     has_sharpness = True
 
-    def __init__(self, model: keras.Model, rho: float = 0.05, norm: str = "l2", **kwargs: Any):
+    def __init__(
+        self,
+        model: keras.Model,
+        rho: float = 0.05,
+        norm: str = "l2",
+        adaptive: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(model, **kwargs)
         self.rho = check_rho(rho)
         self.norm = check_norm(norm)
+        if not isinstance(adaptive, (bool, np.bool_)):
+            raise ValueError(f"adaptive must be True (ASAM) or False (SAM), got {adaptive!r}.")
+        self.adaptive = bool(adaptive)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "rho": self.rho, "norm": self.norm}
+        return {
+            **super().get_config(),
+            "rho": self.rho,
+            "norm": self.norm,
+            "adaptive": self.adaptive,
+        }
 
     def compute_update(
         self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any, sample_weight: Any
@@ -67,7 +98,11 @@ class SAM(MultimodalTrainer):
             self._shapley(trainable, non_trainable, x, y, y_pred) if self.log_shapley else None
         )
         with self._no_gradient():
-            epsilon = sam_perturbation(g0, self.rho, self.norm)
+            global_g0 = self._cross_replica_sum(g0)  # under tf.distribute: the all-reduced g0
+            if self.adaptive:
+                epsilon = adaptive_perturbation(trainable, global_g0, self.rho, self.norm)
+            else:
+                epsilon = sam_perturbation(global_g0, self.rho, self.norm)
             perturbed = [w + ops.cast(e, w.dtype) for w, e in zip(trainable, epsilon)]
         (_, (perturbed_loss, _, _)), g1 = value_and_grad(
             perturbed, non_trainable, x, y, sample_weight
