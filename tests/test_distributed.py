@@ -48,3 +48,10 @@ def test_tf_mirrored_strategy_on_two_cpu_replicas_matches_one_device(tmp_path):
     single = _run("tf_mirrored.py", "--replicas", 0, tmp_path / "single.npz")
     mirrored = _run("tf_mirrored.py", "--replicas", 2, tmp_path / "mirrored.npz")
     _assert_same_run(mirrored, single, ("shapley_audio", "loss", "sharpness"))
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch.distributed is torch's")
+def test_torch_two_gloo_processes_match_one_process(tmp_path):
+    single = _run("torch_gloo.py", "--processes", 0, tmp_path / "single.npz")
+    parallel = _run("torch_gloo.py", "--processes", 2, tmp_path / "parallel.npz")
+    _assert_same_run(parallel, single, ("shapley_audio",))

@@ -1,5 +1,12 @@
 """PyTorch: gradients from `torch.autograd.grad` on the state tensors; the optimizer and
-BatchNorm state are updated in place after the step, under `no_grad`."""
+BatchNorm state are updated in place after the step, under `no_grad`.
+
+Data parallelism: when `torch.distributed` is initialised with more than one process (e.g. 2 gloo
+processes on loopback, each fitting its shard of every batch), the step does what
+DistributedDataParallel does for a plain loop, explicitly: the update direction is averaged over
+processes before the optimizer, and ε and the Shapley coalition values are taken from the global
+(all-reduced) gradient and values, so every process applies the same update as one device.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +26,13 @@ def _set_rng_state(state: list) -> None:
     torch.set_rng_state(state[0])
     if len(state) > 1:
         torch.cuda.set_rng_state(state[1])
+
+
+def _world_size() -> int:
+    distributed = torch.distributed
+    if distributed.is_available() and distributed.is_initialized():
+        return distributed.get_world_size()
+    return 1
 
 
 def _detach(value):
@@ -55,11 +69,20 @@ class BackendTrainer:
         return torch.no_grad()
 
     def _cross_replica_sum(self, tensors):
-        """Identity: Keras 3.15's torch `fit` runs on one process: nothing to reduce."""
-        return tensors
+        """Sum over `torch.distributed` processes (identity in a single process)."""
+        if _world_size() == 1:
+            return tensors
+        reduced = [t.detach().clone() for t in tensors]
+        for tensor in reduced:
+            torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+        return reduced
 
     def _cross_replica_mean(self, tensor):
-        return tensor
+        """Mean over `torch.distributed` processes of a per-process statistic."""
+        world = _world_size()
+        if world == 1:
+            return tensor
+        return self._cross_replica_sum([tensor])[0] / world
 
     def train_step(self, data):
         x, y, sample_weight = unpack_x_y_sample_weight(data)
@@ -71,8 +94,12 @@ class BackendTrainer:
             result = self.compute_update(trainable, non_trainable, x, y, sample_weight)
         finally:
             self._step_rng_state = None
+        grads = result.grads
+        world = _world_size()
+        if world > 1:  # each process holds the mean over its shard: average them
+            grads = [g / world for g in self._cross_replica_sum(grads)]
         with torch.no_grad():
-            self.optimizer.apply(result.grads, self.trainable_variables)
+            self.optimizer.apply(grads, self.trainable_variables)
             for variable, old, new in zip(
                 self.non_trainable_variables, non_trainable, result.non_trainable
             ):
