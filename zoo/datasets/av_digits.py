@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -18,11 +19,17 @@ IMAGE_FRACTIONS = {"validation": 0.15, "test": 0.15}  # of each digit's 8x8 imag
 IMAGE_SEED = 1234  # the image split is fixed, so no image is ever in two splits
 
 
+@functools.lru_cache(maxsize=1)
 def digit_images() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled 8x8 digits (1797 images, values 0..16) and their labels."""
+    """scikit-learn's bundled 8x8 digits (1797 images, values 0..16) and their labels.
+
+    Parsed once per process (read-only arrays): ``load_digits`` re-reads its CSV on every call.
+    """
     datasets = require("sklearn.datasets", purpose="AV-Digits")
     bunch = datasets.load_digits()
-    return bunch.images.astype(np.float32), bunch.target.astype(np.int32)
+    images, labels = bunch.images.astype(np.float32), bunch.target.astype(np.int32)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
 
 
 def upscale(images: np.ndarray) -> np.ndarray:
@@ -60,11 +67,21 @@ def pair_images(audio_labels: np.ndarray, image_labels: np.ndarray, seed: int) -
 
 
 class AVDigitsReader:
-    def __init__(self, paths: list[str], features: fsdd.SpeechFeatures, images: np.ndarray):
-        self.paths, self.features, self.images = paths, features, images
+    """FSDD audio (through `fsdd.FSDDReader`: bulk, vectorised, disk-cached) + the paired image."""
+
+    def __init__(self, speech: fsdd.FSDDReader, images: np.ndarray):
+        self.speech, self.images = speech, images
+
+    @property
+    def paths(self) -> list[str]:
+        return self.speech.paths
+
+    @property
+    def features(self) -> fsdd.SpeechFeatures:
+        return self.speech.features
 
     def __call__(self, index: int) -> dict[str, np.ndarray]:
-        return {"audio": self.features(self.paths[index]), "visual": self.images[index]}
+        return {"audio": self.speech.audio(index), "visual": self.images[index]}
 
 
 def _build(
@@ -85,7 +102,7 @@ def _build(
     images, image_labels = image_split(split)
     paired = images[pair_images(labels, image_labels, pairing_seed)]
     return FileDataset(
-        AVDigitsReader([r[0] for r in records], features, paired),
+        AVDigitsReader(fsdd.make_reader(root, records, features, cache, options), paired),
         labels,
         {"audio": features.shape, "visual": VISUAL_SHAPE},
         on_error=on_error,
@@ -111,7 +128,8 @@ def load(root: str, split: str, **options) -> FileDataset:
     ``late_fusion_av_cnn`` defaults. Splits as FSDD: by take (default) or
     ``split_by="speaker"`` (speaker-independent, ``test_speakers``/``validation_speakers``).
     Use `write_avmnist_layout` to save it in the AV-MNIST layout for the ``avmnist`` loader.
-    Decoded audio is cached in memory after its first read (``cache=True``).
+    Audio features are computed for the whole split at the first batch read and kept in memory
+    and (log-mel) on disk, as FSDD's (``cache``, ``feature_cache``; see ``fsdd.load``).
     """
     return _build(root, split, Problems(), **options)
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+import struct
+import tempfile
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
 from zoo.datasets._common import Problems, check_splits
-from zoo.datasets._io import fit_to_length, log_mel, read_wav
+from zoo.datasets._io import fit_to_length, log_mel, read_wav, require
 from zoo.datasets.errors import CheckReport, DataFormatError
 from zoo.datasets.pipeline import FileDataset
 
@@ -17,6 +25,10 @@ NUM_CLASSES = 10
 FILE_NAME = re.compile(r"^(?P<digit>\d+)_(?P<speaker>[A-Za-z0-9-]+)_(?P<take>\d+)\.wav$")
 AUDIO_FEATURES = ("log_mel", "waveform")
 SPLIT_BY = ("take", "speaker")
+CACHE_DIR_ENV = "KERAS_MSAM_CACHE_DIR"
+CACHE_VERSION = 1  # bump when the feature computation changes, so old cache files are ignored
+CACHE_MIN_RECORDINGS = 256  # smaller splits compute in milliseconds: no cache file is written
+CHUNK_SIZE = 64  # recordings per vectorised chunk (small chunks stay in cache)
 
 
 def recordings_dir(root: str) -> str:
@@ -83,8 +95,47 @@ def split_records(
     return [r for r in records if which(r) == split]
 
 
+def read_pcm16(path: str) -> np.ndarray | None:
+    """Fast decoder for the canonical FSDD file: RIFF/WAVE, PCM 16-bit, mono, 8 kHz.
+
+    Returns the raw int16 samples (``soundfile`` gives exactly ``int16 / 32768`` as float32).
+    For any other file (another encoding or rate, extra channels, a truncated or malformed
+    chunk, no samples) it returns None, and the caller decodes the file with the reference
+    `read_wav` (soundfile, resampling, and its `DataFormatError` naming the file).
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    offset, fmt = 12, None
+    while offset + 8 <= len(data):
+        chunk, size = data[offset : offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
+        body = offset + 8
+        if chunk == b"fmt ":
+            if size < 16 or body + 16 > len(data):
+                return None
+            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", data, body)
+            fmt = (tag, channels, rate, bits)
+        elif chunk == b"data":
+            if fmt != (1, 1, SAMPLE_RATE, 16) or size < 2 or size % 2 or body + size > len(data):
+                return None
+            return np.frombuffer(data, "<i2", size // 2, body)
+        offset = body + size + (size & 1)
+    return None
+
+
 class SpeechFeatures:
-    """Turns a recording into fixed-shape features (thread-safe, picklable)."""
+    """Turns recordings into fixed-shape features (thread-safe, picklable).
+
+    Two paths give the same numbers (within float32 round-off): ``features(path)``, the
+    per-file reference (soundfile + ``librosa.feature.melspectrogram``), and
+    ``features.compute_many(paths)``, which decodes every file and computes the log-mel of all
+    clips in one vectorised numpy pass (librosa's mel filterbank and periodic Hann window,
+    centred zero-padded frames, ``scipy.fft``), in parallel chunks.
+    """
 
     def __init__(
         self,
@@ -109,6 +160,19 @@ class SpeechFeatures:
             return (self.length,)
         return (self.num_mels, self.num_frames, 1)
 
+    @property
+    def settings(self) -> dict:
+        """Everything that defines the features' values (the disk cache's key)."""
+        return {
+            "kind": self.kind,
+            "sample_rate": SAMPLE_RATE,
+            "length": self.length,
+            "num_mels": self.num_mels,
+            "num_frames": self.num_frames,
+            "n_fft": self.n_fft,
+            "hop_length": self.hop_length,
+        }
+
     def __call__(self, path: str) -> np.ndarray:
         samples = fit_to_length(read_wav(path, SAMPLE_RATE), self.length)
         if self.kind == "waveform":
@@ -119,13 +183,331 @@ class SpeechFeatures:
         mel = (mel - mel.mean()) / (mel.std() + 1e-6)  # per-clip z-score
         return mel[..., None].astype(np.float32)
 
+    def compute_many(
+        self, paths: list[str], threads: int = 1
+    ) -> tuple[np.ndarray, dict[int, DataFormatError]]:
+        """Features of every path, ``(len(paths), *shape)`` float32, and the unreadable files.
+
+        Returns the features (zeros in the rows of unreadable files) and ``{index: error}`` for
+        each file that could not be decoded; the caller raises or skips those, as it would for
+        the per-file path. ``threads`` > 1 computes chunks of `CHUNK_SIZE` files in parallel.
+        """
+        out = np.zeros((len(paths), *self.shape), np.float32)
+        errors: dict[int, DataFormatError] = {}
+        if not paths:
+            return out, errors
+        require("soundfile", purpose="Reading wav files")  # as the per-file path needs it
+        if self.kind == "log_mel":
+            require("librosa", purpose="Computing log-mel features")
+        half = self.n_fft // 2 if self.kind == "log_mel" else 0
+        starts = range(0, len(paths), CHUNK_SIZE)
+
+        def chunk(start: int) -> None:
+            stop = min(start + CHUNK_SIZE, len(paths))
+            # each clip zero-padded by n_fft // 2 at both ends (librosa's center=True)
+            padded = np.zeros((stop - start, self.length + 2 * half), np.float32)
+            valid = np.zeros(stop - start, np.int64)
+            for row, index in enumerate(range(start, stop)):
+                samples = read_pcm16(paths[index])  # int16, scaled below
+                if samples is None:
+                    try:
+                        # 2**15 * float and back is exact: these rows end up as read_wav's
+                        samples = read_wav(paths[index], SAMPLE_RATE) * np.float32(32768)
+                    except DataFormatError as error:
+                        errors[index] = error  # distinct keys per thread: safe under the GIL
+                        continue
+                valid[row] = min(len(samples), self.length)
+                padded[row, half : half + valid[row]] = samples[: valid[row]]
+            padded *= np.float32(1 / 32768)  # soundfile's int16 -> float32 scaling
+            if self.kind == "waveform":
+                out[start:stop] = padded
+            else:
+                out[start:stop] = self._log_mel_padded(padded, valid)
+
+        threads = max(1, min(int(threads), len(starts)))
+        if threads == 1:
+            for start in starts:
+                chunk(start)
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(chunk, starts))
+        return out, errors
+
+    def log_mel_many(self, waves: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """Z-scored log-mel features of clips ``(N, length)``, as `__call__` computes them.
+
+        Reproduces ``librosa.feature.melspectrogram(center=True)`` (zero padding of n_fft // 2
+        at both ends, periodic Hann window, power 2, Slaney mel filterbank), then
+        ``log(mel + 1e-6)``, frames past librosa's last one set to ``log(1e-6)``, and the
+        per-clip z-score. ``valid`` (samples before the zero padding of each clip) lets it skip
+        the frames that hold only padding, whose spectrum is exactly zero.
+        """
+        half = self.n_fft // 2
+        padded = np.zeros((len(waves), self.length + 2 * half), np.float32)
+        padded[:, half : half + self.length] = waves
+        if valid is None:
+            valid = np.full(len(waves), self.length)
+        return self._log_mel_padded(padded, np.asarray(valid))
+
+    def _log_mel_padded(self, padded: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        window, filterbank = self._filters()
+        count, hop = len(padded), self.hop_length
+        computed = min(self.num_frames, 1 + (padded.shape[1] - self.n_fft) // hop)
+        frames = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft, axis=1)[:, ::hop]
+        # frame t holds samples [t * hop - n_fft // 2, ... + n_fft) of the clip: only padding
+        # (an exactly zero spectrum) once t * hop - n_fft // 2 >= valid
+        reach = np.minimum(-(-(valid + self.n_fft // 2) // hop), computed)
+        rows, cols = np.nonzero(np.arange(computed)[None, :] < reach[:, None])
+        segments = frames[rows, cols]
+        segments *= window
+        spectrum = _rfft(segments)
+        parts = spectrum.view(np.float32)  # (K, 2 * bins): real, imaginary interleaved
+        np.square(parts, out=parts)
+        mel = np.zeros((count, self.num_frames, self.num_mels), np.float32)
+        mel[rows, cols] = (filterbank @ parts.T).T  # = (re^2 + im^2) @ mel_basis.T
+        mel += np.float32(1e-6)
+        np.log(mel, out=mel)
+        mel = mel.transpose(0, 2, 1)  # (N, num_mels, num_frames)
+        mean = mel.mean(axis=(1, 2), keepdims=True)
+        std = mel.std(axis=(1, 2), keepdims=True)
+        return ((mel - mean) / (std + np.float32(1e-6)))[..., None]
+
+    def _filters(self) -> tuple[np.ndarray, Any]:
+        """librosa's periodic Hann window, and its mel basis with columns doubled (sparse).
+
+        The basis is applied as a scipy sparse matrix: each FFT bin feeds at most two mel
+        bands, and a dense BLAS product on small chunks costs more in thread wake-ups than
+        in arithmetic when the cores are shared.
+        """
+        filters = self.__dict__.get("_filter_cache")
+        if filters is None:
+            librosa = require("librosa", purpose="Computing log-mel features")
+            window = librosa.filters.get_window("hann", self.n_fft, fftbins=True)
+            basis = librosa.filters.mel(
+                sr=SAMPLE_RATE, n_fft=self.n_fft, n_mels=self.num_mels, dtype=np.float32
+            )
+            sparse = require("scipy.sparse", purpose="Computing log-mel features")
+            doubled = sparse.csr_matrix(np.repeat(basis, 2, axis=1))  # (num_mels, 2 * bins)
+            filters = (window.astype(np.float32), doubled)
+            self.__dict__["_filter_cache"] = filters
+        return filters
+
+
+def _rfft(segments: np.ndarray) -> np.ndarray:
+    """Real FFT along the last axis, complex64 for float32 input (scipy's is faster)."""
+    try:
+        import scipy.fft  # librosa depends on scipy
+    except ImportError:  # pragma: no cover
+        return np.fft.rfft(segments, axis=-1).astype(np.complex64)
+    return np.ascontiguousarray(scipy.fft.rfft(segments, axis=-1, overwrite_x=True))
+
+
+def default_cache_dir() -> str:
+    """The default feature cache directory, never inside a repository.
+
+    ``$KERAS_MSAM_CACHE_DIR``, else ``$XDG_CACHE_HOME/keras-msam``, else ``~/.cache/keras-msam``.
+    """
+    if os.environ.get(CACHE_DIR_ENV):
+        return os.environ[CACHE_DIR_ENV]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "keras-msam")
+
+
+_PENDING_WRITES: list[threading.Thread] = []
+
+
+def wait_for_cache_writes() -> None:
+    """Blocks until every feature cache file being written in the background is on disk."""
+    while _PENDING_WRITES:
+        _PENDING_WRITES.pop().join()
+
+
+class FeatureCache:
+    """A persistent cache of computed features, one ``.npz`` per recordings folder and settings.
+
+    The file lives in ``<directory>/fsdd/`` and is named by a hash of the folder's real path, the
+    feature settings and `CACHE_VERSION`. Each entry is keyed by the file's absolute path,
+    modification time (ns) and size, so an edited, replaced or removed recording is decoded
+    again. Unreadable files are never cached (their error is raised again on every load). A
+    cache file that cannot be read is ignored and rewritten. Writes happen in a background
+    (non-daemon) thread, so training starts without waiting for them, and are atomic (temporary
+    file, then rename): processes sharing the directory never see a partial file.
+    """
+
+    def __init__(self, directory: str, folder: str, settings: dict):
+        key = json.dumps(
+            {"folder": os.path.realpath(folder), "version": CACHE_VERSION, **settings},
+            sort_keys=True,
+        )
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+        self.path = os.path.join(os.path.expanduser(directory), "fsdd", f"{digest}.npz")
+
+    def _read(self, shape: tuple[int, ...]) -> dict[str, np.ndarray] | None:
+        try:
+            with np.load(self.path, allow_pickle=False) as stored:
+                entries = {k: stored[k] for k in ("paths", "stamps", "features")}
+        except Exception:  # missing, partial or foreign file: ignored, rewritten later
+            return None
+        features, stamps = entries["features"], entries["stamps"]
+        if features.shape[1:] != shape or features.dtype != np.float32:
+            return None
+        if stamps.shape != (len(features), 2) or len(entries["paths"]) != len(features):
+            return None
+        return entries
+
+    def lookup(self, paths: list[str], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, stamps)``: each path's row in the cache file's features (-1 when it has no
+        current entry) and its (mtime_ns, size) (-1, -1 when it cannot be stat'ed)."""
+        stamps = np.full((len(paths), 2), -1, np.int64)
+        for index, path in enumerate(paths):
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            stamps[index] = stat.st_mtime_ns, stat.st_size
+        rows = np.full(len(paths), -1, np.int64)
+        self._stored = self._read(shape)
+        if self._stored is not None:
+            where = {p: i for i, p in enumerate(self._stored["paths"].tolist())}
+            rows[:] = [where.get(os.path.abspath(p), -1) for p in paths]
+            found = rows >= 0
+            current = np.all(self._stored["stamps"][rows[found]] == stamps[found], axis=1)
+            found[found] = current & (stamps[found, 0] >= 0)
+            rows[~found] = -1
+        return rows, stamps
+
+    def features(self, rows: np.ndarray) -> np.ndarray:
+        """The cached features of ``rows`` (from `lookup`, all >= 0)."""
+        return self._stored["features"][rows]
+
+    def store(self, paths: list[str], stamps: np.ndarray, features: np.ndarray) -> None:
+        """Adds (or replaces) the entries of ``paths`` in the background, keeping the others."""
+        keep = stamps[:, 0] >= 0
+        merged = {
+            "paths": np.array([os.path.abspath(p) for p in paths], dtype=str)[keep],
+            "stamps": stamps[keep],
+            "features": np.asarray(features, np.float32)[keep],
+        }
+        old = getattr(self, "_stored", None)
+        if old is not None:
+            kept = ~np.isin(old["paths"], merged["paths"])
+            merged = {k: np.concatenate([old[k][kept], merged[k]]) for k in merged}
+        writer = threading.Thread(target=self._write, args=(merged,), name="fsdd-feature-cache")
+        writer.start()
+        _PENDING_WRITES.append(writer)
+
+    def _write(self, arrays: dict[str, np.ndarray]) -> None:
+        folder = os.path.dirname(self.path)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+            try:
+                with os.fdopen(handle, "wb") as out:
+                    np.savez(out, **arrays)
+                os.replace(temporary, self.path)
+            except BaseException:
+                os.unlink(temporary)
+                raise
+        except OSError as error:
+            warnings.warn(
+                f"Could not write the FSDD feature cache {self.path} ({error}); features will "
+                f"be computed again next time. Set feature_cache=<dir> or {CACHE_DIR_ENV}.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+def compute_features(
+    paths: list[str],
+    features: SpeechFeatures,
+    cache_dir: str | None = None,
+    folder: str | None = None,
+    threads: int = 1,
+) -> tuple[np.ndarray, dict[int, DataFormatError]]:
+    """Features of every path (vectorised), through the disk cache when ``cache_dir`` is set.
+
+    The disk cache holds log-mel features only (waveforms are as quick to decode as to read),
+    and is written only for splits of at least `CACHE_MIN_RECORDINGS` recordings.
+    """
+    if cache_dir is None or features.kind != "log_mel" or not paths:
+        return features.compute_many(paths, threads)
+    cache = FeatureCache(cache_dir, folder or os.path.dirname(paths[0]), features.settings)
+    rows, stamps = cache.lookup(paths, features.shape)
+    hit = rows >= 0
+    out = np.empty((len(paths), *features.shape), np.float32)
+    if hit.any():
+        out[hit] = cache.features(rows[hit])
+    missing = np.flatnonzero(~hit)
+    errors: dict[int, DataFormatError] = {}
+    if missing.size:
+        computed, chunk_errors = features.compute_many([paths[i] for i in missing], threads)
+        out[missing] = computed
+        errors = {int(missing[i]): error for i, error in chunk_errors.items()}
+        good = np.array([i for i in missing if i not in errors], np.int64)
+        if good.size and len(paths) >= CACHE_MIN_RECORDINGS:
+            cache.store([paths[i] for i in good], stamps[good], out[good])
+    return out, errors
+
 
 class FSDDReader:
-    def __init__(self, paths: list[str], features: SpeechFeatures):
+    """Reads one example's features; thread-safe, picklable.
+
+    With ``bulk=True`` (the loaders' default, with ``cache=True``) the first read computes the
+    features of every recording at once (`compute_features`: vectorised, parallel chunks, disk
+    cache) and keeps them; an unreadable file's `DataFormatError` is raised when its example is
+    read, as on the per-file path. With ``bulk=False`` each read decodes its file on its own.
+    """
+
+    def __init__(
+        self,
+        paths: list[str],
+        features: SpeechFeatures,
+        bulk: bool = True,
+        cache_dir: str | None = None,
+        folder: str | None = None,
+        threads: int = 1,
+    ):
         self.paths, self.features = paths, features
+        self.bulk, self.cache_dir, self.folder, self.threads = bulk, cache_dir, folder, threads
+        self._lock = threading.Lock()
+        self._audio: np.ndarray | None = None
+        self._errors: dict[int, DataFormatError] = {}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_lock")
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def audio(self, index: int) -> np.ndarray:
+        if not self.bulk:
+            return self.features(self.paths[index])
+        if self._audio is None:
+            with self._lock:
+                if self._audio is None:
+                    audio, self._errors = compute_features(
+                        self.paths, self.features, self.cache_dir, self.folder, self.threads
+                    )
+                    self._audio = audio
+        error = self._errors.get(index)
+        if error is not None:
+            raise error
+        return self._audio[index]
 
     def __call__(self, index: int) -> dict[str, np.ndarray]:
-        return {"audio": self.features(self.paths[index])}
+        return {"audio": self.audio(index)}
+
+
+def resolve_cache_dir(feature_cache: bool | str | os.PathLike | None) -> str | None:
+    """``feature_cache`` option -> cache directory: True = `default_cache_dir`, False = none."""
+    if feature_cache is None or feature_cache is False:
+        return None
+    if feature_cache is True:
+        return default_cache_dir()
+    return os.fspath(feature_cache)
 
 
 FEATURE_OPTIONS = ("audio_features", "duration", "num_mels", "num_frames", "n_fft")
@@ -134,6 +516,21 @@ SPLIT_OPTIONS = ("split_by", "test_speakers", "validation_speakers")
 
 def _pop(options: dict, names: tuple[str, ...]) -> dict:
     return {k: options.pop(k) for k in names if k in options}
+
+
+def make_reader(
+    root: str, records: list, features: SpeechFeatures, cache: bool, options: dict
+) -> FSDDReader:
+    """The reader the loaders use: bulk (vectorised, disk-cached) when ``cache`` is on."""
+    cache_dir = resolve_cache_dir(options.pop("feature_cache", True))
+    return FSDDReader(
+        [r[0] for r in records],
+        features,
+        bulk=cache,
+        cache_dir=cache_dir,
+        folder=recordings_dir(root),
+        threads=int(options.get("workers", 1)),
+    )
 
 
 def _build(
@@ -150,7 +547,7 @@ def _build(
     if not records:
         raise DataFormatError(recordings_dir(root), f"no recording falls in the {split} split")
     return FileDataset(
-        FSDDReader([r[0] for r in records], features),
+        make_reader(root, records, features, cache, options),
         np.array([r[1] for r in records], np.int32),
         {"audio": features.shape},
         on_error=on_error,
@@ -177,8 +574,16 @@ def load(root: str, split: str, **options) -> FileDataset:
     convention), 5-9 in validation, the rest in train; ``split_by="speaker"`` holds out
     ``test_speakers`` (theo) and ``validation_speakers`` (nicolas).
 
-    Decoded features are kept in memory after their first read (``cache=True``, about 6 KB per
-    recording), so only the first epoch decodes wavs.
+    Features: with ``cache=True`` (default) the first batch read computes the features of the
+    whole split at once (each wav decoded once, the log-mel of all clips in one vectorised numpy
+    pass, in ``workers`` parallel chunks; equal to the per-file librosa path within float32
+    round-off) and keeps them in memory (about 6 KB per recording), so no later batch decodes
+    anything. Log-mel features are also kept on disk (``feature_cache``): True (default) = the
+    directory `default_cache_dir` (``$KERAS_MSAM_CACHE_DIR``, else ``~/.cache/keras-msam``), a
+    path = that directory, False = off. Entries are keyed by file path, modification time, size
+    and the feature settings, so a changed recording is decoded again; splits of fewer than 256
+    recordings are not written. ``cache=False`` decodes each file per read (the reference path).
+    An unreadable file raises (or, with ``on_error="skip"``, is skipped) when its example is read.
     """
     return _build(root, split, Problems(), **options)
 
