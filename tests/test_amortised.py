@@ -124,3 +124,22 @@ def test_amortised_state_survives_saving(tmp_path):
 def test_bad_amortisation_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         keras_msam.MSAM(small_av_model(), **kwargs)
+
+
+def test_host_scheduled_and_in_graph_branches_agree(monkeypatch):
+    # JAX picks the full/cheap step on the host; the in-graph `ops.cond` must give the same run.
+    x, y = small_batch(batch=48)
+    first, second = _twins(2)
+    host = compile_trainer(keras_msam.MSAM(first, rho=0.3, sam_every=2), momentum=0.9)
+    traced = compile_trainer(keras_msam.MSAM(second, rho=0.3, sam_every=2), momentum=0.9)
+    monkeypatch.setattr(traced, "_host_schedule", lambda: None)
+    for trainer in (host, traced):
+        trainer.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)  # 3 steps/epoch
+        trainer.train_on_batch(x, y)
+    for a, b in zip(weights_of(host), weights_of(traced)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    counters = [
+        int(keras.ops.convert_to_numpy(t._amortised_variables["amortised_step"]))
+        for t in (host, traced)
+    ]
+    assert counters == [7, 7]

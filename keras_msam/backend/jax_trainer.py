@@ -3,11 +3,13 @@ through a `StatelessScope` that maps them to the state (keras3.md §1.3)."""
 
 from __future__ import annotations
 
+import functools
 from contextlib import nullcontext
 from typing import Any
 
 import jax
 import keras
+import numpy as np
 from keras.src.trainers.data_adapters.data_adapter_utils import unpack_x_y_sample_weight
 
 
@@ -24,7 +26,59 @@ def _read_back(scope: keras.StatelessScope, variables: list[Any]) -> list[Any]:
 
 
 class BackendTrainer:
-    """JAX half of `MultimodalTrainer`."""
+    """JAX half of `MultimodalTrainer`.
+
+    Host-scheduled steps: a method whose step alternates between an expensive and a cheap
+    variant on a fixed period (M-SAM's ``sam_every``) gets two jitted step functions and the
+    host picks one per step from a Python step counter, read from the state once per `fit`.
+    XLA:CPU runs convolutions inside `lax.cond` several times slower than outside, so a traced
+    branch would cost more than it saves; the other backends branch inside the step.
+    """
+
+    _static_branch = None
+    _host_step = None
+
+    def _host_schedule(self) -> tuple[int, str] | None:
+        """(period, counter variable name) of a host-scheduled step, or None (overridden)."""
+        return None
+
+    def make_train_function(self, force=False):
+        schedule = self._host_schedule()
+        if schedule is None or keras.distribution.distribution() is not None:
+            return super().make_train_function(force)
+        if self.train_function is not None and not force:
+            return self.train_function
+        period, counter = schedule
+        variants = {
+            flag: jax.jit(functools.partial(self._branch_train_step, flag), donate_argnums=0)
+            for flag in (True, False)
+        }
+        position = self._amortised_positions()[counter]
+
+        def step(state, data):
+            if self._host_step is None:  # one host read per fit / train_on_batch call
+                self._host_step = int(np.asarray(state[1][position]))
+            flag = self._host_step % period == 0
+            self._host_step += 1
+            return variants[flag](state, data)
+
+        self.train_function = self._make_function(step)
+        return self.train_function
+
+    def _branch_train_step(self, flag, state, data):
+        self._static_branch = flag
+        try:
+            return self.train_step(state, data)
+        finally:
+            self._static_branch = None
+
+    def fit(self, *args, **kwargs):
+        self._host_step = None
+        return super().fit(*args, **kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        self._host_step = None
+        return super().train_on_batch(*args, **kwargs)
 
     def _value_and_grad(self, fn):
         return jax.value_and_grad(fn, has_aux=True)

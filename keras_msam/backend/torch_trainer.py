@@ -65,6 +65,11 @@ class BackendTrainer:
 
         return value_and_grad
 
+    _static_branch = None  # steps branch inside the graph (`ops.cond`) on this backend
+
+    def _host_schedule(self):
+        return None
+
     def _no_gradient(self):
         return torch.no_grad()
 

@@ -153,6 +153,9 @@ class MSAM(MultimodalTrainer):
             for index, weight in enumerate(self.model.trainable_variables):
                 variable(f"looksam_direction_{index}", tuple(weight.shape))
 
+    def _host_schedule(self) -> tuple[int, str] | None:
+        return (self.sam_every, "amortised_step") if self.sam_every > 1 else None
+
     def _amortised_positions(self) -> dict[str, int]:
         """Index of each amortisation variable in ``self.non_trainable_variables``."""
         positions = {}
@@ -247,8 +250,13 @@ class MSAM(MultimodalTrainer):
                 sam_grads = looksam_gradient(g0, direction, self.looksam_alpha)
                 return sam_grads, [ops.cast(v, "float32") for v in direction], 0.0 * loss, 0.0
 
-            is_full = ops.equal(ops.mod(step, self.sam_every), 0)
-            g1, direction, sharpness, sharpness_weight = ops.cond(is_full, measured, reused)
+            if self._static_branch is None:
+                is_full = ops.equal(ops.mod(step, self.sam_every), 0)
+                g1, direction, sharpness, sharpness_weight = ops.cond(is_full, measured, reused)
+            else:  # the host picked the variant (JAX, see keras_msam/backend/jax_trainer.py)
+                chosen = measured if self._static_branch else reused
+                g1, direction, sharpness, sharpness_weight = chosen()
+                sharpness_weight = ops.convert_to_tensor(sharpness_weight, "float32")
             updates.update({f"looksam_direction_{i}": v for i, v in enumerate(direction)})
 
         if self.fixed_dominant_share is None:
