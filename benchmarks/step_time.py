@@ -12,7 +12,8 @@ the first one (tracing/compilation) is dropped; the figure is the median ms/step
 Rows: ``keras fit`` is the plain `model.fit` of the same model (no wrapper), ``joint (no log)``
 is `Joint(log_shapley=False)`, and ``joint``, ``sam``, ``msam`` are the trainers with their
 default per-step Shapley logging (M-SAM needs the Shapley shares anyway), with coalitions formed on
-encoder features (the default for zoo models); ``msam (inputs)`` forms them by zeroing inputs;
+encoder features (the default for zoo models); ``joint (inputs)`` and ``msam (inputs)`` form them
+by zeroing inputs;
 ``msam (k=5)`` is amortised M-SAM (``shapley_every=5, sam_every=5``).
 """
 
@@ -26,7 +27,16 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("keras fit", "joint (no log)", "joint", "sam", "msam", "msam (inputs)", "msam (k=5)")
+VARIANTS = (
+    "keras fit",
+    "joint (no log)",
+    "joint",
+    "joint (inputs)",
+    "sam",
+    "msam",
+    "msam (inputs)",
+    "msam (k=5)",
+)
 
 
 def _measure(variant: str, epochs: int, steps: int, batch: int) -> float:
@@ -42,6 +52,7 @@ def _measure(variant: str, epochs: int, steps: int, batch: int) -> float:
         "keras fit": lambda: model,
         "joint (no log)": lambda: keras_msam.Joint(model, log_shapley=False),
         "joint": lambda: keras_msam.Joint(model),
+        "joint (inputs)": lambda: keras_msam.Joint(model, coalitions="inputs"),
         "sam": lambda: keras_msam.SAM(model, rho=0.05),
         "msam": lambda: keras_msam.MSAM(model, rho=0.05),
         "msam (inputs)": lambda: keras_msam.MSAM(model, rho=0.05, coalitions="inputs"),
@@ -122,18 +133,20 @@ def main() -> None:
         f"\nms/step: median over {args.repeats} processes of each one's median over "
         f"{args.epochs} epochs x {args.steps} steps, batch {args.batch}"
     )
-    print(
-        f"{'backend':<11}"
-        + "".join(f"{v:>15}" for v in VARIANTS)
-        + f"{'msam/joint':>12}{'sam/joint':>11}{'msam/fit':>10}{'k5/joint':>10}"
-    )
+    ratios = {
+        "msam/joint": ("msam", "joint"),
+        "msam/joint (inputs)": ("msam (inputs)", "joint (inputs)"),
+        "sam/joint": ("sam", "joint"),
+        "msam/fit": ("msam", "keras fit"),
+        "k=5/joint": ("msam (k=5)", "joint"),
+    }
+    print(f"{'backend':<11}" + "".join(f"{v:>15}" for v in VARIANTS))
     for backend, row in table.items():
-        cells = "".join(f"{row[v]:>15.2f}" for v in VARIANTS)
-        print(
-            f"{backend:<11}{cells}{row['msam'] / row['joint']:>12.2f}"
-            f"{row['sam'] / row['joint']:>11.2f}{row['msam'] / row['keras fit']:>10.2f}"
-            f"{row['msam (k=5)'] / row['joint']:>10.2f}"
-        )
+        print(f"{backend:<11}" + "".join(f"{row[v]:>15.2f}" for v in VARIANTS))
+    print(f"\n{'ratio':<11}" + "".join(f"{name:>21}" for name in ratios))
+    for backend, row in table.items():
+        cells = "".join(f"{row[a] / row[b]:>21.2f}" for a, b in ratios.values())
+        print(f"{backend:<11}{cells}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(
