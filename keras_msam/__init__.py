@@ -19,11 +19,16 @@ _EXPORTS = {
     "Joint": "keras_msam.trainers",
     "SAM": "keras_msam.trainers",
     "MSAM": "keras_msam.trainers",
+    "OGMGE": "keras_msam.trainers",
+    "AGM": "keras_msam.trainers",
+    "MWAM": "keras_msam.trainers",
     "MultimodalTrainer": "keras_msam.trainers",
     "ModalityStructure": "keras_msam.modalities",
     "modality_structure": "keras_msam.modalities",
     "shapley_values": "keras_msam.shapley",
     "modality_accuracies": "keras_msam.evaluation",
+    "evaluate_missing": "keras_msam.evaluation",
+    "analysis": None,
 }
 
 __all__ = sorted(_EXPORTS)
@@ -31,7 +36,10 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        if _EXPORTS[name] is None:  # a subpackage
+            value = importlib.import_module(f"keras_msam.{name}")
+        else:
+            value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'keras_msam' has no attribute {name!r}")

@@ -58,14 +58,25 @@ class StepTimer(keras.callbacks.Callback):
 
 
 def build_trainer(method: str, model: keras.Model, rho: float) -> keras_msam.MultimodalTrainer:
-    """The trainer for a method name (``joint``, ``sam``, ``msam``)."""
+    """The trainer for a method name (``joint``, ``sam``, ``msam``, ``asam``, ``ogmge``, ``agm``,
+    ``mwam``) with its default settings; ASAM uses ρ × 10 (its ρ is typically ten times SAM's)."""
     if method == "joint":
         return keras_msam.Joint(model)
     if method == "sam":
         return keras_msam.SAM(model, rho=rho)
     if method == "msam":
         return keras_msam.MSAM(model, rho=rho)
-    raise ValueError(f"Unknown method {method!r}; choose from joint, sam, msam.")
+    if method == "asam":
+        return keras_msam.SAM(model, rho=10 * rho, adaptive=True)
+    if method == "ogmge":
+        return keras_msam.OGMGE(model)
+    if method == "agm":
+        return keras_msam.AGM(model)
+    if method == "mwam":
+        return keras_msam.MWAM(model)
+    raise ValueError(
+        f"Unknown method {method!r}; choose from joint, sam, msam, asam, ogmge, agm, mwam."
+    )
 
 
 def run_method(method: str, settings: RunSettings) -> MethodResult:

@@ -16,7 +16,8 @@ import sys
 from collections.abc import Sequence
 
 BACKENDS = ("jax", "tensorflow", "torch")
-METHODS = ("joint", "sam", "msam")
+METHODS = ("joint", "sam", "msam", "asam", "ogmge", "agm", "mwam")
+DEFAULT_METHODS = ("joint", "sam", "msam")
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_arguments(compare)
     compare.add_argument(
         "--methods",
-        default=",".join(METHODS),
-        help=f"comma-separated methods (default: {','.join(METHODS)})",
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma-separated methods from {','.join(METHODS)} "
+        f"(default: {','.join(DEFAULT_METHODS)})",
     )
     train = commands.add_parser("train", help="train one method and print its results")
     _add_training_arguments(train)

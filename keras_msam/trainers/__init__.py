@@ -1,8 +1,21 @@
 """keras-msam trainers: `keras.Model` wrappers whose `train_step` is the method."""
 
+from keras_msam.trainers.agm import AGM
 from keras_msam.trainers.base import MultimodalTrainer, ShapleyResult, StepResult
 from keras_msam.trainers.joint import Joint
 from keras_msam.trainers.msam import MSAM
+from keras_msam.trainers.mwam import MWAM
+from keras_msam.trainers.ogmge import OGMGE
 from keras_msam.trainers.sam import SAM
 
-__all__ = ["MSAM", "SAM", "Joint", "MultimodalTrainer", "ShapleyResult", "StepResult"]
+__all__ = [
+    "AGM",
+    "MSAM",
+    "MWAM",
+    "OGMGE",
+    "SAM",
+    "Joint",
+    "MultimodalTrainer",
+    "ShapleyResult",
+    "StepResult",
+]
