@@ -11,7 +11,8 @@ from keras_msam.modalities import modality_structure, validate_inputs
 from keras_msam.shapley import class_indices, stack_coalitions, unstack_coalitions
 
 
-def _batches(x: dict[str, np.ndarray], y: np.ndarray, batch_size: int):
+def batches(x: dict[str, np.ndarray], y: np.ndarray, batch_size: int):
+    """Yields ``({modality: array}, labels)`` slices of at most ``batch_size`` examples."""
     count = len(y)
     for start in range(0, count, batch_size):
         yield (
@@ -40,7 +41,7 @@ def modality_accuracies(
     names = structure.names
     masks = np.concatenate([np.ones((1, len(names)), bool), np.eye(len(names), dtype=bool)])
     hits = np.zeros(len(masks))
-    for batch_x, batch_y in _batches(x, np.asarray(y), batch_size):
+    for batch_x, batch_y in batches(x, np.asarray(y), batch_size):
         outputs = unstack_coalitions(
             inner(stack_coalitions(batch_x, names, masks), training=False), len(masks)
         )
@@ -92,7 +93,7 @@ def evaluate_missing(
     )
     masks = masks[np.argsort(-masks.sum(axis=1), kind="stable")]  # full input first
     hits = np.zeros(len(masks))
-    for batch_x, batch_y in _batches(x, np.asarray(y), batch_size):
+    for batch_x, batch_y in batches(x, np.asarray(y), batch_size):
         outputs = unstack_coalitions(
             inner(stack_coalitions(batch_x, names, masks), training=False), len(masks)
         )

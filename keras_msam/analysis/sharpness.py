@@ -16,16 +16,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_msam.evaluation import batches as _batches
 from keras_msam.perturbation import sam_perturbation
 from keras_msam.shapley import class_indices
-
-
-def _batches(x: dict[str, np.ndarray], y: np.ndarray, batch_size: int):
-    for start in range(0, len(y), batch_size):
-        yield (
-            {k: v[start : start + batch_size] for k, v in x.items()},
-            y[start : start + batch_size],
-        )
 
 
 def _accuracy_hits(y_pred: Any, y: Any) -> float:
