@@ -21,25 +21,19 @@ def batches(x: dict[str, np.ndarray], y: np.ndarray, batch_size: int):
         )
 
 
-def modality_accuracies(
-    model: Any, x: dict[str, np.ndarray], y: np.ndarray, batch_size: int = 256
-) -> dict[str, float]:
-    """Accuracy of the full input and of each modality alone (all other modalities zeroed).
-
-    Args:
-        model: A keras-msam trainer or a Keras model with dict inputs.
-        x: ``{modality: array}`` for the whole evaluation set.
-        y: Labels (sparse or one-hot).
-        batch_size: Examples per forward (each forward stacks M + 1 coalitions).
-
-    Returns:
-        ``{"multimodal": acc, "<modality>": acc, ...}``.
-    """
-    inner = getattr(model, "model", model)
-    structure = modality_structure(inner)
+def _structure_of(model: Any, x: dict[str, np.ndarray]):
+    structure = modality_structure(getattr(model, "model", model))
     validate_inputs(x, structure, where="x")
-    names = structure.names
-    masks = np.concatenate([np.ones((1, len(names)), bool), np.eye(len(names), dtype=bool)])
+    return structure
+
+
+def coalition_accuracies(
+    model: Any, x: dict[str, np.ndarray], y: np.ndarray, masks: np.ndarray, batch_size: int = 256
+) -> np.ndarray:
+    """Accuracy over the data set of each coalition (row of ``masks``, modalities sorted by name;
+    absent modalities zeroed), in inference mode, one stacked forward per batch."""
+    inner = getattr(model, "model", model)
+    names = _structure_of(model, x).names
     hits = np.zeros(len(masks))
     for batch_x, batch_y in batches(x, np.asarray(y), batch_size):
         outputs = unstack_coalitions(
@@ -55,7 +49,26 @@ def modality_accuracies(
             ops.cast(predicted, "int32"), ops.expand_dims(ops.cast(labels, "int32"), 0)
         )
         hits += ops.convert_to_numpy(ops.sum(ops.cast(correct, "float32"), axis=1))
-    accuracy = hits / max(len(y), 1)
+    return hits / max(len(y), 1)
+
+
+def modality_accuracies(
+    model: Any, x: dict[str, np.ndarray], y: np.ndarray, batch_size: int = 256
+) -> dict[str, float]:
+    """Accuracy of the full input and of each modality alone (all other modalities zeroed).
+
+    Args:
+        model: A keras-msam trainer or a Keras model with dict inputs.
+        x: ``{modality: array}`` for the whole evaluation set.
+        y: Labels (sparse or one-hot).
+        batch_size: Examples per forward (each forward stacks M + 1 coalitions).
+
+    Returns:
+        ``{"multimodal": acc, "<modality>": acc, ...}``.
+    """
+    names = _structure_of(model, x).names
+    masks = np.concatenate([np.ones((1, len(names)), bool), np.eye(len(names), dtype=bool)])
+    accuracy = coalition_accuracies(model, x, y, masks, batch_size)
     result = {"multimodal": float(accuracy[0])}
     result.update({name: float(accuracy[i + 1]) for i, name in enumerate(names)})
     return result
@@ -83,31 +96,13 @@ def evaluate_missing(
         [missing modalities]}, "full": acc, "average": mean, "collapse_rate": PCR}``; pattern
         names join the *present* modalities with ``+``.
     """
-    inner = getattr(model, "model", model)
-    structure = modality_structure(inner)
-    validate_inputs(x, structure, where="x")
-    names = structure.names
+    names = _structure_of(model, x).names
     count = len(names)
     masks = np.array(
         [[(code >> i) & 1 for i in range(count)] for code in range(1, 2**count)], dtype=bool
     )
     masks = masks[np.argsort(-masks.sum(axis=1), kind="stable")]  # full input first
-    hits = np.zeros(len(masks))
-    for batch_x, batch_y in batches(x, np.asarray(y), batch_size):
-        outputs = unstack_coalitions(
-            inner(stack_coalitions(batch_x, names, masks), training=False), len(masks)
-        )
-        num_classes = int(outputs.shape[-1])
-        if num_classes == 1:
-            predicted = ops.cast(outputs[..., 0] > 0, "int32")
-        else:
-            predicted = ops.argmax(outputs, axis=-1)
-        labels = class_indices(batch_y, num_classes)
-        correct = ops.equal(
-            ops.cast(predicted, "int32"), ops.expand_dims(ops.cast(labels, "int32"), 0)
-        )
-        hits += ops.convert_to_numpy(ops.sum(ops.cast(correct, "float32"), axis=1))
-    accuracy = hits / max(len(y), 1)
+    accuracy = coalition_accuracies(model, x, y, masks, batch_size)
     patterns = ["+".join(n for n, keep in zip(names, mask) if keep) for mask in masks]
     full = float(accuracy[0])
     drops = [(full - float(a)) / full if full > 0 else 0.0 for a in accuracy[1:]]

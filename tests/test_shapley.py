@@ -198,3 +198,16 @@ def test_bad_arguments_raise_clear_errors():
         keras_msam.shapley_values(model, {"audio": x["audio"]}, y)
     with pytest.raises(ValueError, match="from_logits"):
         keras_msam.shapley_values(model, x, y, value="neg_loss")
+
+
+def test_modality_accuracies_zero_the_other_modalities():
+    audio = keras.Input((4,), name="audio")
+    visual = keras.Input((4,), name="visual")
+    ignored = keras.layers.Lambda(lambda t: 0.0 * t)(visual)
+    model = keras.Model({"audio": audio, "visual": visual}, keras.layers.Add()([audio, ignored]))
+    rng = np.random.default_rng(3)
+    x = {k: rng.standard_normal((300, 4)).astype("float32") for k in ("audio", "visual")}
+    y = np.argmax(x["audio"], axis=-1)
+    result = keras_msam.modality_accuracies(model, x, y, batch_size=64)
+    assert result["multimodal"] == 1.0 and result["audio"] == 1.0
+    assert result["visual"] == pytest.approx(np.mean(y == 0))  # all-zero logits → class 0
