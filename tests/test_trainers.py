@@ -439,3 +439,39 @@ def test_feature_coalitions_need_encoders():
         keras_msam.MSAM(small_av_model(), coalitions="features")
     with pytest.raises(ValueError, match="Unknown coalitions"):
         keras_msam.MSAM(small_av_model(), coalitions="latent")
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_chunked_coalition_forwards_change_no_value(chunk):
+    names = ("a", "b", "c")
+    inputs = {n: keras.Input((3,), name=n) for n in names}
+    joined = keras.layers.Concatenate()(
+        [keras.layers.Dense(4, name=f"{n}_enc")(inputs[n]) for n in names]
+    )
+    make = lambda: keras.Model(inputs, keras.layers.Dense(3)(joined))  # noqa: E731
+    model = make()
+    rng = np.random.default_rng(0)
+    x = {n: rng.standard_normal((8, 3)).astype("float32") for n in names}
+    y = rng.integers(0, 3, size=8)
+    tensors = {k: keras.ops.convert_to_tensor(v) for k, v in x.items()}
+    whole = keras_msam.MSAM(model)
+    chunked = keras_msam.MSAM(model, coalition_chunk=chunk)
+    assert chunked._coalitions_per_forward(tensors, 6) == chunk
+    assert whole._coalitions_per_forward(tensors, 6) == 6  # 8 x 9 floats: far under budget
+    trainable = [v.value for v in whole.trainable_variables]
+    non_trainable = [v.value for v in whole.non_trainable_variables]
+    for full in (None, model(tensors)):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(
+                chunked._coalition_outputs(trainable, non_trainable, tensors, full)
+            ),
+            keras.ops.convert_to_numpy(
+                whole._coalition_outputs(trainable, non_trainable, tensors, full)
+            ),
+            rtol=1e-6,
+            atol=1e-6,
+        )
+    logs = compile_trainer(chunked).train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    with pytest.raises(ValueError, match="coalition_chunk must be a positive integer"):
+        keras_msam.MSAM(model, coalition_chunk=0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import keras
+import numpy as np
 from keras import ops
 from keras.src.losses.loss import unscale_loss_for_distribution
 
@@ -70,6 +71,8 @@ class StepResult(NamedTuple):
 
 
 COALITION_MODES = ("auto", "inputs", "features")
+#: Bytes of stacked coalition inputs one forward may hold when ``coalition_chunk`` is None.
+COALITION_MEMORY_BUDGET = 256 * 2**20
 
 _TRAINING_DEPENDENT_LAYERS = (
     keras.layers.BatchNormalization,
@@ -129,6 +132,9 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
             zero input. Both give the same values: an encoder that sees only its own modality
             maps a zeroed input to exactly those features. ``"auto"`` (default): ``"features"``
             when the model has ``encode``/``fuse``, else ``"inputs"``.
+        coalition_chunk: With input coalitions, the most coalition copies of the batch that one
+            forward stacks; None (default) picks as many as fit in 256 MiB of stacked inputs.
+            Chunking changes the memory peak, not the values.
         **kwargs: Passed to `keras.Model` (``name``...).
     """
 
@@ -151,6 +157,7 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         shapley_seed: int = 0,
         from_logits: bool | None = None,
         coalitions: str = "auto",
+        coalition_chunk: int | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(model, keras.Model):
@@ -189,6 +196,15 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
                 f"{model.name!r} has none. Use coalitions='inputs'."
             )
         self.coalitions = coalitions
+        if coalition_chunk is not None and (
+            not isinstance(coalition_chunk, int)
+            or isinstance(coalition_chunk, bool)
+            or coalition_chunk < 1
+        ):
+            raise ValueError(
+                f"coalition_chunk must be a positive integer or None, got {coalition_chunk!r}."
+            )
+        self.coalition_chunk = coalition_chunk
         self._feature_coalitions = coalitions == "features" or (
             coalitions == "auto" and has_encoders
         )
@@ -257,6 +273,7 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
             "shapley_seed": self.shapley_seed,
             "from_logits": self.from_logits,
             "coalitions": self.coalitions,
+            "coalition_chunk": self.coalition_chunk,
         }
         return config
 
@@ -325,31 +342,62 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         has_empty = not masks[0].any()
         reuse_full = full_outputs is not None and bool(masks[-1].all())
         middle = masks[(1 if has_empty else 0) : (len(masks) - 1 if reuse_full else len(masks))]
-        inputs = stack_coalitions(x, names, middle) if len(middle) else None
-        if has_empty:
-            zeros = {name: ops.zeros_like(x[name][:1]) for name in names}
-            inputs = (
-                zeros
-                if inputs is None
-                else {name: ops.concatenate([inputs[name], zeros[name]], axis=0) for name in names}
-            )
-        with self._no_gradient():
-            outputs, _ = self.stateless_call(trainable, non_trainable, inputs, training=False)
-        outputs = ops.stop_gradient(outputs)
+        chunk = self._coalitions_per_forward(x, len(middle))
+        chunks = [middle[i : i + chunk] for i in range(0, len(middle), chunk)] or [middle[:0]]
         batch = ops.shape(x[names[0]])[0]
         parts = []
-        if has_empty:
-            empty = outputs[-1:]
-            parts.append(
-                ops.broadcast_to(ops.expand_dims(empty, 0), (1, batch) + tuple(empty.shape[1:]))
-            )
-        if len(middle):
-            parts.append(unstack_coalitions(outputs[: len(middle) * batch], len(middle)))
+        for index, masks_of_chunk in enumerate(chunks):
+            inputs = stack_coalitions(x, names, masks_of_chunk) if len(masks_of_chunk) else None
+            last = index == len(chunks) - 1
+            if has_empty and last:  # the empty coalition rides on the last forward, one example
+                zeros = {name: ops.zeros_like(x[name][:1]) for name in names}
+                inputs = (
+                    zeros
+                    if inputs is None
+                    else {
+                        name: ops.concatenate([inputs[name], zeros[name]], axis=0) for name in names
+                    }
+                )
+            with self._no_gradient():
+                outputs, _ = self.stateless_call(trainable, non_trainable, inputs, training=False)
+            outputs = ops.stop_gradient(outputs)
+            if len(masks_of_chunk):
+                rows = outputs[: len(masks_of_chunk) * batch]
+                parts.append(unstack_coalitions(rows, len(masks_of_chunk)))
+            if has_empty and last:
+                empty = outputs[-1:]
+                parts.insert(
+                    0,
+                    ops.broadcast_to(
+                        ops.expand_dims(empty, 0), (1, batch) + tuple(empty.shape[1:])
+                    ),
+                )
         if reuse_full:
             parts.append(
-                ops.expand_dims(ops.stop_gradient(ops.cast(full_outputs, outputs.dtype)), 0)
+                ops.expand_dims(ops.stop_gradient(ops.cast(full_outputs, parts[0].dtype)), 0)
             )
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
+
+    def _coalitions_per_forward(self, x: Any, count: int) -> int:
+        """How many coalition copies of the batch one forward stacks (``coalition_chunk``).
+
+        Auto (None): as many as fit in ``COALITION_MEMORY_BUDGET`` bytes of stacked inputs, so
+        2^M copies of a large batch (video, M = 6) run as several forwards instead of one that
+        would exhaust memory. The values are the same either way.
+        """
+        if count == 0:
+            return 1
+        if self.coalition_chunk is not None:
+            return min(self.coalition_chunk, count)
+        per_copy = 0
+        for name in self._structure.names:
+            shape = tuple(x[name].shape)
+            batch = shape[0] if shape[0] is not None else 256
+            size = int(np.prod([d for d in shape[1:] if d is not None], dtype=np.int64))
+            per_copy += (
+                batch * size * np.dtype(keras.backend.standardize_dtype(x[name].dtype)).itemsize
+            )
+        return int(max(1, min(count, COALITION_MEMORY_BUDGET // max(per_copy, 1))))
 
     def _feature_coalition_outputs(
         self, trainable: list[Any], non_trainable: list[Any], x: Any
