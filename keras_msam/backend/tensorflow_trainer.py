@@ -8,6 +8,8 @@ from contextlib import nullcontext
 import tensorflow as tf
 from keras.src.trainers.data_adapters.data_adapter_utils import unpack_x_y_sample_weight
 
+from keras_msam.backend.stateful import current_state, write_back
+
 
 class BackendTrainer:
     """TensorFlow half of `MultimodalTrainer`."""
@@ -49,21 +51,15 @@ class BackendTrainer:
     def train_step(self, data):
         x, y, sample_weight = unpack_x_y_sample_weight(data)
         self._check_batch(x, y)
-        trainable = [v.value for v in self.trainable_variables]
-        non_trainable = [v.value for v in self.non_trainable_variables]
+        trainable, non_trainable = current_state(self)
         result = self.compute_update(trainable, non_trainable, x, y, sample_weight)
         self.optimizer.apply(result.grads, self.trainable_variables)
-        for variable, old, new in zip(
-            self.non_trainable_variables, non_trainable, result.non_trainable
-        ):
-            if new is not old:
-                variable.assign(new)
+        write_back(self, non_trainable, result.non_trainable)
         return self._record(x, y, sample_weight, result)
 
     def test_step(self, data):
         x, y, sample_weight = unpack_x_y_sample_weight(data)
         self._check_batch(x, y)
-        trainable = [v.value for v in self.trainable_variables]
-        non_trainable = [v.value for v in self.non_trainable_variables]
+        trainable, non_trainable = current_state(self)
         result = self.evaluate_batch(trainable, non_trainable, x, y, sample_weight)
         return self._record(x, y, sample_weight, result)

@@ -14,6 +14,8 @@ import keras
 import torch
 from keras.src.trainers.data_adapters.data_adapter_utils import unpack_x_y_sample_weight
 
+from keras_msam.backend.stateful import current_state, write_back
+
 
 def _rng_state() -> list:
     state = [torch.get_rng_state()]
@@ -92,8 +94,7 @@ class BackendTrainer:
     def train_step(self, data):
         x, y, sample_weight = unpack_x_y_sample_weight(data)
         self._check_batch(x, y)
-        trainable = [v.value for v in self.trainable_variables]
-        non_trainable = [v.value for v in self.non_trainable_variables]
+        trainable, non_trainable = current_state(self)
         self._step_rng_state = None
         try:
             result = self.compute_update(trainable, non_trainable, x, y, sample_weight)
@@ -105,18 +106,13 @@ class BackendTrainer:
             grads = [g / world for g in self._cross_replica_sum(grads)]
         with torch.no_grad():
             self.optimizer.apply(grads, self.trainable_variables)
-            for variable, old, new in zip(
-                self.non_trainable_variables, non_trainable, result.non_trainable
-            ):
-                if new is not old:
-                    variable.assign(new)
+            write_back(self, non_trainable, result.non_trainable)
         return self._record(x, y, sample_weight, result)
 
     def test_step(self, data):
         x, y, sample_weight = unpack_x_y_sample_weight(data)
         self._check_batch(x, y)
-        trainable = [v.value for v in self.trainable_variables]
-        non_trainable = [v.value for v in self.non_trainable_variables]
+        trainable, non_trainable = current_state(self)
         with torch.no_grad():
             result = self.evaluate_batch(trainable, non_trainable, x, y, sample_weight)
             return self._record(x, y, sample_weight, result)
