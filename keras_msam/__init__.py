@@ -29,6 +29,8 @@ _EXPORTS = {
     "modality_accuracies": "keras_msam.evaluation",
     "evaluate_missing": "keras_msam.evaluation",
     "analysis": None,
+    "callbacks": None,
+    "experiments": None,
 }
 
 __all__ = sorted(_EXPORTS)

@@ -12,7 +12,8 @@ import pytest
 from keras_msam.cli.main import build_parser, main
 
 
-def test_compare_trains_each_method_and_prints_the_table(capsys):
+def test_compare_trains_each_method_and_prints_the_table(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the run directory goes to ./runs
     code = main(
         ["compare", "--epochs", "1", "--num-train", "128", "--quiet", "--methods", "joint,msam"]
     )
@@ -34,16 +35,19 @@ def test_compare_trains_each_method_and_prints_the_table(capsys):
         shares = float(row[4]) + float(row[5])
         assert abs(shares - 1.0) < 0.011  # two rounded shares
         assert float(row[6]) > 0
+    assert len(list((tmp_path / "runs").glob("*/results.csv"))) == 1
 
 
-def test_train_runs_one_method_with_progress_bars(capsys):
-    assert main(["train", "--method", "sam", "--epochs", "1", "--num-train", "64"]) == 0
+def test_train_runs_one_method_with_progress_bars(capsys, tmp_path):
+    run_dir = str(tmp_path / "run")
+    args = ["train", "--method", "sam", "--epochs", "1", "--num-train", "64", "--run-dir", run_dir]
+    assert main(args) == 0
     out = capsys.readouterr().out
-    assert "== sam ==" in out and "sharpness" in out  # the Keras progress bar shows the logs
+    assert "== sam, seed 0 ==" in out and "sharpness" in out  # the progress bar shows the logs
 
 
 def test_unknown_method_and_backend_switch_errors(capsys):
-    with pytest.raises(SystemExit, match="unknown method"):
+    with pytest.raises(SystemExit, match="Unknown method 'adam'"):
         main(["compare", "--methods", "joint,adam", "--epochs", "1"])
     other = next(b for b in ("jax", "tensorflow", "torch") if b != keras.backend.backend())
     with pytest.raises(SystemExit, match="cannot switch"):
@@ -52,7 +56,7 @@ def test_unknown_method_and_backend_switch_errors(capsys):
         build_parser().parse_args(["compare", "--backend", "numpy"])
 
 
-def test_backend_flag_selects_the_backend_in_a_new_process():
+def test_backend_flag_selects_the_backend_in_a_new_process(tmp_path):
     backend = keras.backend.backend()
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     result = subprocess.run(
@@ -75,6 +79,7 @@ def test_backend_flag_selects_the_backend_in_a_new_process():
         text=True,
         env=env,
         timeout=300,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"backend={backend}" in result.stdout

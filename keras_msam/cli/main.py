@@ -2,8 +2,14 @@
 
     keras-msam compare                       Joint, SAM and M-SAM on the embedded default data
     keras-msam compare --backend torch       same, on PyTorch (jax | tensorflow | torch)
-    keras-msam train --method msam --rho 0.1 one method
+    keras-msam compare --data av_digits --data-root ../shared/data/fsdd \\
+        --data-option split_by=speaker --methods joint,msam,ogmge --seeds 3
+    keras-msam compare --config run.toml --epochs 5     a config file; flags override it
+    keras-msam train --method "msam(rho=0.1)"  one method
     keras-msam data check NAME ROOT          validate a data set directory
+
+Each compare/train writes a run directory (see `keras_msam.experiments.runner`); running the
+same command with the same --run-dir again resumes it.
 
 The backend must be chosen before Keras is imported, so this module imports Keras lazily.
 """
@@ -14,13 +20,22 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+from keras_msam.experiments.config import (
+    DEFAULT_METHODS,
+    METHODS,
+    ConfigError,
+    build_config,
+    read_config_file,
+)
 
 BACKENDS = ("jax", "tensorflow", "torch")
-METHODS = ("joint", "sam", "msam", "asam", "ogmge", "agm", "mwam")
-DEFAULT_METHODS = ("joint", "sam", "msam")
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every flag defaults to None: unset flags leave the --config file's value or the default."""
+    parser.add_argument("--config", default=None, help="TOML/YAML/JSON file of settings")
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -29,22 +44,63 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "jax, tensorflow, torch)",
     )
     parser.add_argument(
-        "--model", default=None, help="zoo model name (default: late_fusion_av_cnn)"
+        "--data", default=None, help="zoo data set (default: imbalanced_av, embedded)"
     )
-    parser.add_argument("--epochs", type=int, default=15, help="training epochs (default: 15)")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
+    parser.add_argument("--data-root", default=None, help="the data set's directory")
     parser.add_argument(
-        "--lr", type=float, default=0.05, help="SGD learning rate, momentum 0.9 (default: 0.05)"
+        "--data-option",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="loader option, e.g. split_by=speaker (repeatable)",
     )
+    parser.add_argument("--model", default=None, help="zoo model (default: late_fusion_av_cnn)")
     parser.add_argument(
-        "--rho", type=float, default=0.05, help="SAM/M-SAM neighbourhood radius (default: 0.05)"
+        "--model-option",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="zoo model argument, e.g. width=32 (repeatable)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of data and weights")
+    parser.add_argument("--seeds", type=int, default=None, help="runs per method (default: 1)")
+    parser.add_argument("--seed", type=int, default=None, help="first seed (default: 0)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: 15)")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: 64)")
+    parser.add_argument("--lr", type=float, default=None, help="SGD learning rate (default: 0.05)")
+    parser.add_argument("--momentum", type=float, default=None, help="SGD momentum (default: 0.9)")
+    parser.add_argument(
+        "--rho", type=float, default=None, help="SAM/M-SAM neighbourhood radius (default: 0.05)"
+    )
     parser.add_argument(
         "--num-train",
         type=int,
-        default=2048,
+        default=None,
         help="training examples of the embedded data set (default: 2048)",
+    )
+    parser.add_argument(
+        "--select-metric",
+        default=None,
+        help="validation log that selects the best epoch (default: val_accuracy)",
+    )
+    parser.add_argument(
+        "--run-dir",
+        default=None,
+        help="run directory (default: runs/<data>-<model>-<time>); an existing one resumes",
+    )
+    parser.add_argument(
+        "--tensorboard",
+        action="store_const",
+        const=True,
+        default=None,
+        help="write TensorBoard logs into the run directory",
+    )
+    parser.add_argument(
+        "--no-plots",
+        dest="plots",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not write PNG plots",
     )
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bars")
 
@@ -63,13 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_arguments(compare)
     compare.add_argument(
         "--methods",
-        default=",".join(DEFAULT_METHODS),
-        help=f"comma-separated methods from {','.join(METHODS)} "
-        f"(default: {','.join(DEFAULT_METHODS)})",
+        default=None,
+        help=f"comma-separated methods from {','.join(METHODS)}, each optionally with options: "
+        f"msam(rho=0.1,sam_every=5) (default: {','.join(DEFAULT_METHODS)})",
     )
     train = commands.add_parser("train", help="train one method and print its results")
     _add_training_arguments(train)
-    train.add_argument("--method", default="msam", choices=METHODS, help="method (default: msam)")
+    train.add_argument(
+        "--method", default=None, help="one method, e.g. msam or msam(rho=0.1) (default: msam)"
+    )
     try:
         from zoo.datasets.cli import add_data_commands
     except ImportError:
@@ -109,16 +167,6 @@ def _first_installed_backend() -> str:
     )
 
 
-def _parse_methods(text: str) -> list[str]:
-    methods = [m.strip().lower() for m in text.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise SystemExit(
-            f"keras-msam: unknown method(s) {unknown or [text]}; choose from {', '.join(METHODS)}."
-        )
-    return methods
-
-
 def _requested_backend(argv: Sequence[str]) -> str | None:
     """The ``--backend`` value, read before the full parser (which imports the zoo) is built."""
     for index, token in enumerate(argv):
@@ -130,38 +178,108 @@ def _requested_backend(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _config_backend(argv: Sequence[str]) -> str | None:
+    """The ``backend`` of a ``--config`` file, read before Keras is imported."""
+    for index, token in enumerate(argv):
+        path = None
+        if token == "--config" and index + 1 < len(argv):
+            path = argv[index + 1]
+        elif token.startswith("--config="):
+            path = token.split("=", 1)[1]
+        if path is not None:
+            try:
+                value = read_config_file(path).get("backend")
+            except ConfigError as error:
+                raise SystemExit(f"keras-msam: {error}") from None
+            return value if value in BACKENDS else None
+    return None
+
+
+def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any] | None:
+    """``["a=1", "b=speaker"]`` → ``{"a": 1, "b": "speaker"}`` (values as Python literals)."""
+    if not items:
+        return None
+    import ast
+
+    result = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"keras-msam: {flag} expects KEY=VALUE, got {item!r}.")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        result[key.strip()] = value
+    return result
+
+
+def _config_from_args(args: argparse.Namespace) -> Any:
+    file_values = read_config_file(args.config) if args.config else {}
+    methods = args.methods if args.command == "compare" else args.method
+    if args.command == "train" and methods is None and "methods" not in file_values:
+        methods = "msam"
+    overrides = {
+        "backend": args.backend,
+        "data": args.data,
+        "data_root": args.data_root,
+        "data_options": _key_values(args.data_option, "--data-option"),
+        "model": args.model,
+        "model_options": _key_values(args.model_option, "--model-option"),
+        "methods": methods,
+        "seeds": args.seeds,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "momentum": args.momentum,
+        "rho": args.rho,
+        "num_train": args.num_train,
+        "select_metric": args.select_metric,
+        "run_dir": args.run_dir,
+        "tensorboard": args.tensorboard,
+        "plots": args.plots,
+        "verbose": 0 if args.quiet else None,
+    }
+    return build_config(file_values, overrides, source=args.config or "configuration")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `keras-msam` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    backend = _select_backend(_requested_backend(argv))
+    backend = _select_backend(_requested_backend(argv) or _config_backend(argv))
     args = build_parser().parse_args(argv)
     if args.command == "data":
         return int(args.func(args))
-    from keras_msam.cli.experiment import RunSettings, format_table, run_method
+    try:
+        config = _config_from_args(args)
+        if config.backend is not None and config.backend != backend:
+            _select_backend(config.backend)
+        from keras_msam.experiments.runner import run_experiment
+        from keras_msam.experiments.table import format_table
 
-    methods = _parse_methods(args.methods) if args.command == "compare" else [args.method]
-    settings = RunSettings(
-        model=args.model or "late_fusion_av_cnn",
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        rho=args.rho,
-        seed=args.seed,
-        num_train=args.num_train,
-        verbose=0 if args.quiet else 1,
-    )
-    print(
-        f"keras-msam {args.command}: backend={backend}, model={settings.model}, "
-        f"data=imbalanced_av (embedded), epochs={settings.epochs}, "
-        f"batch={settings.batch_size}, rho={settings.rho}",
-        flush=True,
-    )
-    results = []
-    for method in methods:
-        print(f"\n== {method} ==", flush=True)
-        results.append(run_method(method, settings))
+        print(
+            f"keras-msam {args.command}: backend={backend}, model={config.model}, "
+            f"data={config.data}, methods={','.join(s.label for s in config.methods)}, "
+            f"seeds={config.seed_list()}, epochs={config.epochs}, batch={config.batch_size}, "
+            f"rho={config.rho}",
+            flush=True,
+        )
+        from zoo.datasets import DataFormatError
+
+        try:
+            result = run_experiment(config, log=lambda line: print(line, flush=True))
+        except DataFormatError as error:
+            raise SystemExit(f"keras-msam: {error}") from None
+    except ConfigError as error:
+        raise SystemExit(f"keras-msam: {error}") from None
     print()
-    print(format_table(results))
+    print(format_table(result.summary, list(result.runs[0].modality_accuracy)))
+    print(f"\nRun directory: {result.run_dir}")
+    for name in ("results.csv", "summary.csv", "results.json"):
+        print(f"  {os.path.join(result.run_dir, name)}")
+    for path in result.plots:
+        print(f"  {path}")
     return 0
 
 

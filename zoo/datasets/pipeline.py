@@ -113,6 +113,14 @@ class MultimodalDataset(keras.utils.PyDataset):
         self.epoch += 1
         self._order = self._make_order()
 
+    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
+        """Puts the shuffling at ``epoch`` (and optionally a new ``seed``): a run resumed at
+        epoch e sees the same order as one that never stopped."""
+        if seed is not None:
+            self.seed = int(seed)
+        self.epoch = int(epoch)
+        self._order = self._make_order()
+
     def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         if not 0 <= index < len(self):
             raise IndexError(f"batch index {index} out of range for {len(self)} batches")

@@ -1,0 +1,551 @@
+"""The experiment runner behind `keras-msam compare`: methods × seeds, one run directory.
+
+For every method and seed the runner trains a fresh zoo model on the data set's training split,
+selects the best epoch on the validation split only (``select_metric``, default
+``val_accuracy``), and touches the test split once, at the end, with the selected weights.
+Layout of the run directory (every file is rewritten as the run goes, so an interrupted run
+leaves what it had)::
+
+    config.json                 the resolved configuration, backend and versions
+    results.csv / .json         one row per method and seed (columns in `RUN_COLUMNS`)
+    summary.csv / .json         one row per method: mean and std over seeds
+    plots/*.png                 Shapley shares, validation accuracies, final bar chart
+    <method>/seed<k>/
+        history.csv / .json     per-epoch logs (loss, metrics, shapley_<m>, sharpness,
+                                val_accuracy_<m>, …)
+        metrics.json            final test metrics of this run (its presence marks it done)
+        best.weights.h5         weights of the selected epoch (trainer state included)
+        final.weights.h5        weights after the last epoch
+        best_model.keras        the selected zoo model, loadable with keras.saving.load_model
+        backup/                 the last epoch's full training state while the run is going
+        tensorboard/            with ``tensorboard=True``
+
+Resuming: run the same command (same ``run_dir``) again. Finished runs are read back; an
+interrupted run restarts from its last backup (`keras.callbacks.BackupAndRestore`, end of the
+last complete epoch): weights, optimizer and trainer state are restored and the loader's seeded
+shuffling is put at that epoch, so it ends with the weights an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import inspect
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+import keras_msam
+import zoo
+from keras_msam.callbacks import ModalityAccuracy, StepTimer
+from keras_msam.experiments.config import ConfigError, ExperimentConfig, MethodSpec
+
+
+@dataclasses.dataclass
+class RunResult:
+    """Test metrics of one method and seed, with the epoch the validation split selected."""
+
+    method: str
+    seed: int
+    accuracy: float
+    modality_accuracy: dict[str, float]
+    mean_shares: dict[str, float]
+    ms_per_step: float
+    best_epoch: int
+    best_value: float
+    epochs: int
+    path: str = ""
+
+    def row(self, select_metric: str) -> dict[str, Any]:
+        """The flat `RUN_COLUMNS` row of results.csv."""
+        row: dict[str, Any] = {"method": self.method, "seed": self.seed, "accuracy": self.accuracy}
+        row.update({f"accuracy_{m}": v for m, v in self.modality_accuracy.items()})
+        row.update({f"share_{m}": v for m, v in self.mean_shares.items()})
+        row.update(
+            {
+                "ms_per_step": self.ms_per_step,
+                "best_epoch": self.best_epoch,
+                f"best_{select_metric}": self.best_value,
+                "epochs": self.epochs,
+            }
+        )
+        return row
+
+
+RUN_COLUMNS = (
+    "method, seed, accuracy, accuracy_<modality>..., share_<modality>..., ms_per_step, "
+    "best_epoch, best_<select_metric>, epochs"
+)
+SUMMARY_COLUMNS = (
+    "method, runs, accuracy_mean, accuracy_std, accuracy_<modality>_mean, "
+    "accuracy_<modality>_std, ..., share_<modality>_mean, ..., ms_per_step_mean"
+)
+
+
+@dataclasses.dataclass
+class ExperimentResult:
+    """All runs of an experiment, their per-method summary, and where they were written."""
+
+    config: ExperimentConfig
+    runs: list[RunResult]
+    summary: list[dict[str, Any]]
+    run_dir: str
+    plots: list[str] = dataclasses.field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- trainers
+_RHO_METHODS = {"sam": 1.0, "msam": 1.0, "asam": 10.0}  # ASAM's ρ is typically 10 × SAM's
+
+
+def trainer_class(name: str) -> type:
+    """The trainer class of a method name."""
+    classes = {
+        "joint": "Joint",
+        "sam": "SAM",
+        "asam": "SAM",
+        "msam": "MSAM",
+        "ogmge": "OGMGE",
+        "agm": "AGM",
+        "btw": "BTW",
+        "mwam": "MWAM",
+        "dlw": "DecisionWeighting",
+    }
+    return getattr(keras_msam, classes[name])
+
+
+def trainer_options(spec: MethodSpec, config: ExperimentConfig) -> tuple[type, dict[str, Any]]:
+    """The trainer class of ``spec`` and its keyword options; unknown options raise."""
+    options = config.options_for(spec)
+    if spec.name in _RHO_METHODS:
+        options.setdefault("rho", _RHO_METHODS[spec.name] * config.rho)
+    if spec.name == "asam":
+        options.setdefault("adaptive", True)
+    cls = trainer_class(spec.name)
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model", "kwargs"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ConfigError(
+            f"Method {spec.label!r}: {cls.__name__} has no option(s) {', '.join(unknown)}; "
+            f"its options are {', '.join(sorted(accepted))}."
+        )
+    return cls, options
+
+
+def check_names(config: ExperimentConfig) -> None:
+    """Raises `ConfigError` for an unknown data set, model or method option, before any work."""
+    if config.data not in zoo.datasets.list():
+        raise ConfigError(
+            f"Unknown data set {config.data!r}; choose from {', '.join(zoo.datasets.list())}."
+        )
+    if config.model not in zoo.models.list():
+        raise ConfigError(
+            f"Unknown model {config.model!r}; choose from {', '.join(zoo.models.list())}."
+        )
+    for spec in config.methods:
+        trainer_options(spec, config)
+
+
+def build_trainer(
+    spec: MethodSpec, model: keras.Model, config: ExperimentConfig
+) -> keras_msam.MultimodalTrainer:
+    """The trainer of ``spec`` around ``model``: ``config.rho`` for SAM/M-SAM (× 10 and
+    ``adaptive=True`` for ASAM) unless the spec or ``method_options`` set it."""
+    cls, options = trainer_options(spec, config)
+    try:
+        return cls(model, **options)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"Method {spec.label!r}: {error}") from None
+
+
+# --------------------------------------------------------------------------- data, model
+@dataclasses.dataclass
+class Splits:
+    """The three splits of the data set; test is kept as arrays for the final evaluation."""
+
+    train: Any
+    validation: Any
+    validation_arrays: tuple[dict[str, np.ndarray], np.ndarray]
+    test_arrays: tuple[dict[str, np.ndarray], np.ndarray]
+    num_classes: int
+    input_shapes: dict[str, tuple[int, ...]]
+
+
+def load_splits(config: ExperimentConfig) -> Splits:
+    """Loads train/validation/test of ``config.data`` (the test split only as arrays)."""
+    if config.data not in zoo.datasets.list():
+        raise ConfigError(
+            f"Unknown data set {config.data!r}; choose from {', '.join(zoo.datasets.list())}."
+        )
+    options = dict(config.data_options)
+    if config.num_train is not None:
+        if config.data != "imbalanced_av":
+            raise ConfigError(
+                f"num_train applies to the embedded data set only, not {config.data!r}."
+            )
+        options["num_train"] = config.num_train
+
+    def load(split: str, **kwargs: Any) -> Any:
+        return zoo.datasets.load(
+            config.data, root=config.data_root, split=split, batch_size=config.batch_size,
+            **kwargs, **options,
+        )
+
+    train = load("train", shuffle=True, seed=config.seed)
+    if train.num_classes is None:
+        raise ConfigError(
+            f"Data set {config.data!r} has regression labels; the experiment runner compares "
+            "classifiers (use the loader's classification labels option)."
+        )
+    validation = load("validation", shuffle=False)
+    test = load("test", shuffle=False)
+    return Splits(
+        train,
+        validation,
+        validation.to_numpy(),
+        test.to_numpy(),
+        int(train.num_classes),
+        dict(train.input_shapes),
+    )
+
+
+def build_model(config: ExperimentConfig, splits: Splits) -> keras.Model:
+    """The zoo model for the data: ``num_classes`` and ``<modality>_shape`` set from the data."""
+    if config.model not in zoo.models.list():
+        raise ConfigError(
+            f"Unknown model {config.model!r}; choose from {', '.join(zoo.models.list())}."
+        )
+    parameters = zoo.models.defaults(config.model)
+    overrides: dict[str, Any] = {"num_classes": splits.num_classes}
+    for modality, shape in splits.input_shapes.items():
+        if f"{modality}_shape" in parameters:
+            overrides[f"{modality}_shape"] = tuple(shape)
+    overrides.update(config.model_options)
+    model = zoo.models.create(config.model, **overrides)
+    expected = set(getattr(model, "modality_shapes", splits.input_shapes))
+    if expected != set(splits.input_shapes):
+        raise ConfigError(
+            f"Model {config.model!r} takes modalities {sorted(expected)} but data set "
+            f"{config.data!r} gives {sorted(splits.input_shapes)}."
+        )
+    return model
+
+
+# --------------------------------------------------------------------------- callbacks
+class _SyncEpoch(keras.callbacks.Callback):
+    """Puts the training loader's seeded shuffling at the epoch being trained (resume-safe)."""
+
+    def __init__(self, dataset: Any) -> None:
+        super().__init__()
+        self._dataset = dataset
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self._dataset.set_epoch(epoch)
+
+
+class _BestCheckpoint(keras.callbacks.Callback):
+    """Saves the weights of the best epoch by a validation metric; the best value survives a
+    restart (kept in ``best.json``), unlike `ModelCheckpoint`'s."""
+
+    def __init__(self, directory: str, monitor: str) -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.weights_path = os.path.join(directory, "best.weights.h5")
+        self.state_path = os.path.join(directory, "best.json")
+        self.maximise = not monitor.endswith("loss")
+        self.best = {"epoch": -1, "value": None}
+        if os.path.exists(self.state_path):
+            with open(self.state_path) as handle:
+                self.best = json.load(handle)
+
+    def _better(self, value: float) -> bool:
+        if self.best["value"] is None:
+            return True
+        return value > self.best["value"] if self.maximise else value < self.best["value"]
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ConfigError(
+                f"select_metric {self.monitor!r} is not in the epoch logs; available: "
+                f"{', '.join(sorted(k for k in logs if k.startswith('val_')))}."
+            )
+        value = float(logs[self.monitor])
+        if math.isfinite(value) and self._better(value):
+            self.model.save_weights(self.weights_path, overwrite=True)
+            self.best = {"epoch": epoch, "value": value}
+            _write_json(self.state_path, self.best)
+
+
+class _HistoryWriter(keras.callbacks.Callback):
+    """Writes the epoch logs to history.csv/json after every epoch, keeping the rows of earlier
+    (resumed-from) processes; a re-run epoch replaces its row."""
+
+    def __init__(self, directory: str) -> None:
+        super().__init__()
+        self.csv_path = os.path.join(directory, "history.csv")
+        self.json_path = os.path.join(directory, "history.json")
+        self.rows: list[dict[str, Any]] = []
+        if os.path.exists(self.json_path):
+            with open(self.json_path) as handle:
+                self.rows = json.load(handle)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        row = {"epoch": epoch}
+        row.update({k: _to_float(v) for k, v in (logs or {}).items()})
+        self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
+        _write_json(self.json_path, self.rows)
+        _write_csv(self.csv_path, self.rows)
+
+    def series(self) -> dict[str, list[float]]:
+        """``{log name: per-epoch values}`` over all epochs so far."""
+        keys = sorted({k for r in self.rows for k in r if k != "epoch"})
+        return {k: [r.get(k, float("nan")) for r in self.rows] for k in keys}
+
+
+# --------------------------------------------------------------------------- one run
+def train_run(
+    config: ExperimentConfig,
+    spec: MethodSpec,
+    seed: int,
+    splits: Splits,
+    directory: str,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> RunResult:
+    """Trains one method with one seed into ``directory`` (resuming from its backup if any),
+    restores the best-validation weights and evaluates the test split once."""
+    os.makedirs(directory, exist_ok=True)
+    metrics_path = os.path.join(directory, "metrics.json")
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as handle:
+            return RunResult(**{**json.load(handle), "path": directory})
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(seed)
+    model = build_model(config, splits)
+    trainer = build_trainer(spec, model, config)
+    trainer.compile(
+        optimizer=keras.optimizers.SGD(config.lr, momentum=config.momentum),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    trainer(_head(splits.validation_arrays[0], 2))  # built, so a backup can be restored
+    splits.train.set_epoch(0, seed=seed)
+    timer = StepTimer()
+    best = _BestCheckpoint(directory, config.select_metric)
+    history = _HistoryWriter(directory)
+    callbacks: list[keras.callbacks.Callback] = [
+        _SyncEpoch(splits.train),
+        timer,
+        ModalityAccuracy(splits.validation_arrays, prefix="val_"),
+        *extra_callbacks,
+        best,
+        history,
+    ]
+    if config.tensorboard:
+        _require_tensorboard()
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(directory, "tensorboard")))
+    callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(directory, "backup")))
+    trainer.fit(
+        splits.train,
+        validation_data=splits.validation,
+        epochs=config.epochs,
+        shuffle=False,  # the loader shuffles, seeded by (seed, epoch)
+        verbose=config.verbose,
+        callbacks=callbacks,
+    )
+    trainer.save_weights(os.path.join(directory, "final.weights.h5"), overwrite=True)
+    if best.best["epoch"] >= 0:
+        trainer.load_weights(best.weights_path)
+    x_test, y_test = splits.test_arrays
+    accuracies = keras_msam.modality_accuracies(trainer, x_test, y_test)
+    _save_model(model, os.path.join(directory, "best_model.keras"))
+    series = history.series()
+    names = trainer.modality_names
+    steps_per_epoch = len(splits.train)
+    result = RunResult(
+        method=spec.label,
+        seed=seed,
+        accuracy=accuracies.pop("multimodal"),
+        modality_accuracy=accuracies,
+        mean_shares={
+            n: float(np.nanmean(series[f"shapley_{n}"])) if f"shapley_{n}" in series else math.nan
+            for n in names
+        },
+        ms_per_step=timer.median_ms(skip=min(steps_per_epoch, max(len(timer.durations) - 1, 0))),
+        best_epoch=int(best.best["epoch"]),
+        best_value=float(best.best["value"]) if best.best["value"] is not None else math.nan,
+        epochs=len(history.rows),
+        path=directory,
+    )
+    _write_json(metrics_path, dataclasses.asdict(result))
+    return result
+
+
+def _require_tensorboard() -> None:
+    import importlib.util
+
+    missing = [p for p in ("tensorflow", "tensorboard") if importlib.util.find_spec(p) is None]
+    if missing:
+        raise ConfigError(
+            f"tensorboard=True needs {' and '.join(missing)} installed (Keras writes TensorBoard "
+            "logs with tf.summary on every backend): pip install 'keras-msam[experiments]' "
+            "tensorflow-cpu."
+        )
+
+
+def _head(x: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
+    return {name: array[:count] for name, array in x.items()}
+
+
+def _save_model(model: keras.Model, path: str) -> None:
+    try:
+        model.save(path)
+    except Exception as error:  # a user model that cannot be serialised: the weights remain
+        print(f"keras-msam: could not save {path} ({error}); best.weights.h5 holds the weights.")
+
+
+# --------------------------------------------------------------------------- experiment
+def default_run_dir(config: ExperimentConfig) -> str:
+    """``runs/<data>-<model>-<YYYYmmdd-HHMMSS>``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", f"{config.data}-{config.model}-{stamp}")
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    callbacks: Callable[[MethodSpec, int], Sequence[keras.callbacks.Callback]] | None = None,
+    log: Callable[[str], None] = print,
+) -> ExperimentResult:
+    """Runs every method × seed of ``config`` into its run directory and writes the results.
+
+    Args:
+        config: The experiment.
+        callbacks: Optional ``(method spec, seed) -> extra callbacks`` for each run.
+        log: Where progress lines go.
+
+    Raises:
+        ConfigError: unknown data set, model or method option, or a run directory holding a
+            different experiment.
+    """
+    run_dir = config.run_dir or default_run_dir(config)
+    config = dataclasses.replace(config, run_dir=run_dir)
+    check_names(config)
+    _claim_run_dir(run_dir, config)
+    splits = load_splits(config)
+    runs: list[RunResult] = []
+    for spec in config.methods:
+        for seed in config.seed_list():
+            log(f"\n== {spec.label}, seed {seed} ==")
+            directory = os.path.join(run_dir, spec.slug, f"seed{seed}")
+            extra = callbacks(spec, seed) if callbacks is not None else ()
+            runs.append(train_run(config, spec, seed, splits, directory, extra))
+            write_results(run_dir, config, runs)
+    summary = write_results(run_dir, config, runs)
+    plots: list[str] = []
+    if config.plots:
+        from keras_msam.experiments.plots import plot_experiment
+
+        plots = plot_experiment(run_dir, config, runs)
+    return ExperimentResult(config, runs, summary, run_dir, plots)
+
+
+def _claim_run_dir(run_dir: str, config: ExperimentConfig) -> None:
+    """Writes config.json, or checks that an existing one describes the same experiment."""
+    path = os.path.join(run_dir, "config.json")
+    record = {
+        "config": config.to_dict(),
+        "backend": keras.backend.backend(),
+        "versions": {
+            "keras_msam": keras_msam.__version__,
+            "keras": keras.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    if os.path.exists(path):
+        with open(path) as handle:
+            previous = json.load(handle)
+        same = {k: v for k, v in previous.get("config", {}).items() if k not in _FREE_KEYS}
+        now = {k: v for k, v in record["config"].items() if k not in _FREE_KEYS}
+        if same != now or previous.get("backend") != record["backend"]:
+            changed = sorted(k for k in set(same) | set(now) if same.get(k) != now.get(k))
+            if previous.get("backend") != record["backend"]:
+                changed.append("backend")
+            raise ConfigError(
+                f"Run directory {run_dir!r} holds a different experiment (differs in "
+                f"{', '.join(changed)}); choose another --run-dir to start a new one, or the "
+                "same settings to resume it."
+            )
+        return
+    os.makedirs(run_dir, exist_ok=True)
+    _write_json(path, record)
+
+
+_FREE_KEYS = ("verbose", "plots", "tensorboard", "run_dir", "backend")  # may change between resumes
+
+
+def summarise(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
+    """One `SUMMARY_COLUMNS` row per method: mean and (population) std over its seeds."""
+    rows = []
+    for method in dict.fromkeys(r.method for r in runs):
+        group = [r for r in runs if r.method == method]
+        row: dict[str, Any] = {"method": method, "runs": len(group)}
+        row["accuracy_mean"], row["accuracy_std"] = _mean_std([r.accuracy for r in group])
+        for name in group[0].modality_accuracy:
+            mean, std = _mean_std([r.modality_accuracy[name] for r in group])
+            row[f"accuracy_{name}_mean"], row[f"accuracy_{name}_std"] = mean, std
+        for name in group[0].mean_shares:
+            row[f"share_{name}_mean"] = _mean_std([r.mean_shares[name] for r in group])[0]
+        row["ms_per_step_mean"] = _mean_std([r.ms_per_step for r in group])[0]
+        rows.append(row)
+    return rows
+
+
+def write_results(
+    run_dir: str, config: ExperimentConfig, runs: Sequence[RunResult]
+) -> list[dict[str, Any]]:
+    """Writes results.csv/json (per run) and summary.csv/json (per method); returns the summary."""
+    rows = [r.row(config.select_metric) for r in runs]
+    summary = summarise(runs)
+    _write_csv(os.path.join(run_dir, "results.csv"), rows)
+    _write_csv(os.path.join(run_dir, "summary.csv"), summary)
+    _write_json(
+        os.path.join(run_dir, "results.json"),
+        {"config": config.to_dict(), "runs": rows, "summary": summary},
+    )
+    _write_json(os.path.join(run_dir, "summary.json"), summary)
+    return summary
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=float)
+    return float(np.mean(array)), float(np.std(array))
+
+
+def _to_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float(np.asarray(value))
+
+
+def _write_json(path: str, value: Any) -> None:
+    temporary = f"{path}.tmp"
+    with open(temporary, "w") as handle:
+        json.dump(value, handle, indent=2, default=_to_float)
+    os.replace(temporary, path)  # never a half-written file after a kill
+
+
+def _write_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
