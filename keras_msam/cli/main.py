@@ -66,7 +66,10 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="first seed (default: 0)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: 15)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: 64)")
-    parser.add_argument("--lr", type=float, default=None, help="SGD learning rate (default: 0.05)")
+    parser.add_argument(
+        "--optimizer", choices=("sgd", "adam", "adamw"), default=None, help="(default: sgd)"
+    )
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.05)")
     parser.add_argument("--momentum", type=float, default=None, help="SGD momentum (default: 0.9)")
     parser.add_argument(
         "--rho", type=float, default=None, help="SAM/M-SAM neighbourhood radius (default: 0.05)"
@@ -231,6 +234,7 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         "seed": args.seed,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
         "lr": args.lr,
         "momentum": args.momentum,
         "rho": args.rho,

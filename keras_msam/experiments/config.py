@@ -31,6 +31,7 @@ from typing import Any
 
 METHODS = ("joint", "sam", "msam", "asam", "ogmge", "agm", "btw", "mwam", "dlw")
 DEFAULT_METHODS = ("joint", "sam", "msam")
+OPTIMIZERS = ("sgd", "adam", "adamw")  # sgd uses `momentum`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,7 @@ class ExperimentConfig:
     seed: int = 0
     epochs: int = 15
     batch_size: int = 64
+    optimizer: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
     rho: float = 0.05
@@ -249,6 +251,10 @@ def _validated(values: dict[str, Any]) -> ExperimentConfig:
             )
         if not isinstance(options, Mapping):
             raise ConfigError(f"method_options.{name} must be a table, got {options!r}.")
+    if values.get("optimizer", "sgd") not in OPTIMIZERS:
+        raise ConfigError(
+            f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {values['optimizer']!r}."
+        )
     if values.get("backend") not in (None, "jax", "tensorflow", "torch"):
         raise ConfigError(
             f"backend must be jax, tensorflow or torch, got {values['backend']!r}."

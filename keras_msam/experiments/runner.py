@@ -152,6 +152,15 @@ def check_names(config: ExperimentConfig) -> None:
         trainer_options(spec, config)
 
 
+def make_optimizer(config: ExperimentConfig) -> keras.optimizers.Optimizer:
+    """SGD with ``momentum``, Adam or AdamW, at learning rate ``lr``."""
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(config.lr)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(config.lr)
+    return keras.optimizers.SGD(config.lr, momentum=config.momentum)
+
+
 def build_trainer(
     spec: MethodSpec, model: keras.Model, config: ExperimentConfig
 ) -> keras_msam.MultimodalTrainer:
@@ -330,7 +339,7 @@ def train_run(
     model = build_model(config, splits)
     trainer = build_trainer(spec, model, config)
     trainer.compile(
-        optimizer=keras.optimizers.SGD(config.lr, momentum=config.momentum),
+        optimizer=make_optimizer(config),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
