@@ -22,6 +22,8 @@ _EXPORTS = {
     "OGMGE": "keras_msam.trainers",
     "AGM": "keras_msam.trainers",
     "MWAM": "keras_msam.trainers",
+    "BTW": "keras_msam.trainers",
+    "DecisionWeighting": "keras_msam.trainers",
     "MultimodalTrainer": "keras_msam.trainers",
     "ModalityStructure": "keras_msam.modalities",
     "modality_structure": "keras_msam.modalities",

@@ -32,12 +32,11 @@ def coalition_accuracies(
 ) -> np.ndarray:
     """Accuracy over the data set of each coalition (row of ``masks``, modalities sorted by name;
     absent modalities zeroed), in inference mode, one stacked forward per batch."""
-    inner = getattr(model, "model", model)
-    names = _structure_of(model, x).names
+    names = _structure_of(model, x).names  # a trainer's own call runs (e.g. its fusion gains)
     hits = np.zeros(len(masks))
     for batch_x, batch_y in batches(x, np.asarray(y), batch_size):
         outputs = unstack_coalitions(
-            inner(stack_coalitions(batch_x, names, masks), training=False), len(masks)
+            model(stack_coalitions(batch_x, names, masks), training=False), len(masks)
         )
         num_classes = int(outputs.shape[-1])
         if num_classes == 1:

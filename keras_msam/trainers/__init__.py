@@ -2,6 +2,8 @@
 
 from keras_msam.trainers.agm import AGM
 from keras_msam.trainers.base import MultimodalTrainer, ShapleyResult, StepResult
+from keras_msam.trainers.btw import BTW
+from keras_msam.trainers.decision_weighting import DecisionWeighting
 from keras_msam.trainers.joint import Joint
 from keras_msam.trainers.msam import MSAM
 from keras_msam.trainers.mwam import MWAM
@@ -10,10 +12,12 @@ from keras_msam.trainers.sam import SAM
 
 __all__ = [
     "AGM",
+    "BTW",
     "MSAM",
     "MWAM",
     "OGMGE",
     "SAM",
+    "DecisionWeighting",
     "Joint",
     "MultimodalTrainer",
     "ShapleyResult",
