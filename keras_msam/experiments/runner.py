@@ -128,7 +128,7 @@ def trainer_options(spec: MethodSpec, config: ExperimentConfig) -> tuple[type, d
     if spec.name == "asam":
         options.setdefault("adaptive", True)
     cls = trainer_class(spec.name)
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model", "kwargs"}
+    accepted = _init_arguments(cls)
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ConfigError(
@@ -136,6 +136,25 @@ def trainer_options(spec: MethodSpec, config: ExperimentConfig) -> tuple[type, d
             f"its options are {', '.join(sorted(accepted))}."
         )
     return cls, options
+
+
+def _init_arguments(cls: type) -> set[str]:
+    """Keyword arguments of ``cls.__init__``, following ``**kwargs`` to the base classes up to
+    `MultimodalTrainer` (whose own ``**kwargs`` go to `keras.Model`)."""
+    accepted: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(klass.__init__).parameters
+        accepted |= {
+            name
+            for name, p in parameters.items()
+            if name not in ("self", "model") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        }
+        passes_on = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+        if not passes_on or klass is keras_msam.MultimodalTrainer:
+            break
+    return accepted
 
 
 def check_names(config: ExperimentConfig) -> None:
