@@ -287,3 +287,12 @@ def test_modality_accuracy_callback_puts_each_modality_in_the_logs():
         assert history.history[f"val_accuracy_{name}"][0] == pytest.approx(expected[name])
     with pytest.raises(ValueError, match="modality: array"):
         keras_msam.callbacks.ModalityAccuracy(([1, 2], [0, 1]))
+
+
+def test_method_options_reach_the_base_trainer_arguments():
+    from keras_msam.experiments.runner import check_names
+
+    config = build_config({"methods": "msam(shapley_value='neg_loss',sam_every=2),joint"})
+    check_names(config)  # shapley_value is MultimodalTrainer's, passed on through **kwargs
+    with pytest.raises(ConfigError, match="Joint has no option.*rho"):
+        check_names(build_config({"methods": "joint(rho=0.1)"}))
