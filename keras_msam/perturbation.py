@@ -87,7 +87,15 @@ def orthogonal_component(sam_grads: Sequence[Any], grads: Sequence[Any]) -> list
     ]
 
 
-def looksam_gradient(grads: Sequence[Any], direction: Sequence[Any], alpha: float) -> list[Any]:
-    """g + α·(‖g‖/‖g_v‖)·g_v: LookSAM's stand-in for the SAM gradient on a cheap step."""
-    scale = alpha * global_norm(grads) / (global_norm(direction) + _EPSILON)
+def looksam_gradient(
+    grads: Sequence[Any], direction: Sequence[Any], alpha: float, reference_norm: Any = None
+) -> list[Any]:
+    """The stand-in for the SAM gradient on a cheap step.
+
+    ``reference_norm=None``: LookSAM's g + α·(‖g‖/‖g_v‖)·g_v (the reused direction always
+    has norm α‖g‖). Otherwise g + α·(‖g‖/reference_norm)·g_v, reference_norm = ‖g0‖ of the
+    full step that measured g_v: g_v keeps its measured size relative to the gradient.
+    """
+    denominator = global_norm(direction) if reference_norm is None else reference_norm
+    scale = alpha * global_norm(grads) / (ops.cast(denominator, "float32") + _EPSILON)
     return [g + ops.cast(scale * ops.cast(v, "float32"), g.dtype) for g, v in zip(grads, direction)]

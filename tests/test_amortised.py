@@ -42,13 +42,21 @@ def test_k_equal_one_is_exactly_the_every_step_method():
         np.testing.assert_array_equal(a, b)
 
 
-def test_sam_every_reuses_the_orthogonal_sharpness_direction_looksam_style():
+@pytest.mark.parametrize("scale_mode", ["looksam", "measured"])
+def test_sam_every_reuses_the_orthogonal_sharpness_direction_looksam_style(scale_mode):
     x, y = small_batch()
     lr, alpha = 0.1, 0.7
     first, reference = _twins(2)
     start = weights_of(reference)
     trainer = compile_trainer(
-        keras_msam.MSAM(first, rho=0.5, fixed_dominant_share=1.0, sam_every=3, looksam_alpha=alpha),
+        keras_msam.MSAM(
+            first,
+            rho=0.5,
+            fixed_dominant_share=1.0,
+            sam_every=3,
+            looksam_alpha=alpha,
+            looksam_scale=scale_mode,
+        ),
         lr=lr,
     )
     sam = compile_trainer(keras_msam.SAM(reference, rho=0.5), lr=lr)
@@ -73,7 +81,10 @@ def test_sam_every_reuses_the_orthogonal_sharpness_direction_looksam_style():
 
     trainer.train_on_batch(x, y)  # step 1: cheap, one gradient pass
     g0_now = _plain_gradient(after_first, x, y, lr)
-    scale = alpha * np.linalg.norm(flat(g0_now)) / np.linalg.norm(flat(direction))
+    # LookSAM: the reused direction has norm α‖g0‖; "measured": g_v keeps its size relative to
+    # the plain gradient of the full step that measured it
+    reference = flat(direction) if scale_mode == "looksam" else flat(g0)
+    scale = alpha * np.linalg.norm(flat(g0_now)) / np.linalg.norm(reference)
     expected = [w - lr * (g + scale * v) for w, g, v in zip(after_first, g0_now, direction)]
     for a, b in zip(weights_of(trainer), expected):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -119,6 +130,7 @@ def test_amortised_state_survives_saving(tmp_path):
         ({"sam_every": 1.5}, "sam_every must be an integer >= 1"),
         ({"shapley_every": 2, "decomposition": "shapley_logits"}, "decomposition='loss' only"),
         ({"looksam_alpha": -1.0}, "looksam_alpha must be >= 0"),
+        ({"looksam_scale": "huge"}, "Unknown looksam_scale 'huge'"),
     ],
 )
 def test_bad_amortisation_arguments(kwargs, message):

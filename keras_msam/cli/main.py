@@ -131,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--method", default=None, help="one method, e.g. msam or msam(rho=0.1) (default: msam)"
     )
+    report = commands.add_parser(
+        "report", help="print the summary table of one or more run directories"
+    )
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument(
+        "--format", choices=("text", "markdown"), default="text", help="(default: text)"
+    )
     try:
         from zoo.datasets.cli import add_data_commands
     except ImportError:
@@ -248,6 +255,26 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     return build_config(file_values, overrides, source=args.config or "configuration")
 
 
+def _report(run_dirs: Sequence[str], style: str) -> int:
+    """Prints the per-method summary of run directories (rows in the order given)."""
+    import json
+
+    from keras_msam.experiments.table import format_markdown, format_table, modality_names
+
+    rows = []
+    for run_dir in run_dirs:
+        path = os.path.join(run_dir, "summary.json")
+        if not os.path.exists(path):
+            raise SystemExit(f"keras-msam: {path} does not exist; is {run_dir!r} a run directory?")
+        with open(path) as handle:
+            rows += json.load(handle)
+    if not rows:
+        raise SystemExit(f"keras-msam: no finished runs in {', '.join(run_dirs)}.")
+    names = modality_names(rows)
+    print(format_markdown(rows, names) if style == "markdown" else format_table(rows, names))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `keras-msam` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -255,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "data":
         return int(args.func(args))
+    if args.command == "report":
+        return _report(args.run_dirs, args.format)
     try:
         config = _config_from_args(args)
         if config.backend is not None and config.backend != backend:

@@ -25,13 +25,19 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_msam.perturbation import looksam_gradient, orthogonal_component, sam_perturbation
+from keras_msam.perturbation import (
+    global_norm,
+    looksam_gradient,
+    orthogonal_component,
+    sam_perturbation,
+)
 from keras_msam.shapley import class_indices, stack_coalitions, unstack_coalitions
 from keras_msam.trainers.base import MultimodalTrainer, ShapleyResult, StepResult
 from keras_msam.trainers.sam import check_norm, check_rho
 
 PERTURB_CHOICES = ("all", "dominant")
 DECOMPOSITIONS = ("loss", "shapley_logits")
+LOOKSAM_SCALES = ("measured", "looksam")
 
 
 @keras.saving.register_keras_serializable(package="keras_msam")
@@ -49,11 +55,17 @@ class MSAM(MultimodalTrainer):
             (1.0 gives SAM, 0.0 the plain step). None (default) uses the Shapley share.
         shapley_every: Amortisation (extension): recompute the Shapley shares every k-th step
             only and reuse the last ones in between (dominance moves slowly). 1 = every step.
-        sam_every: Amortisation (extension, LookSAM, Liu et al. CVPR 2022): take the full
-            two-pass step every k-th step only. A full step stores g_v, the component of the
-            SAM gradient g1 orthogonal to the plain gradient g0; a cheap step uses
-            g1 ≈ g0 + α·(‖g0‖/‖g_v‖)·g_v with one gradient pass. 1 = every step.
-        looksam_alpha: α of the cheap steps (LookSAM's default 0.7).
+        sam_every: Amortisation (extension, after LookSAM, Liu et al. CVPR 2022): take the
+            full two-pass step every k-th step only. A full step stores g_v, the component of
+            the SAM gradient g1 orthogonal to the plain gradient g0 (and ‖g0‖); a cheap step
+            uses g1 ≈ g0 + α·(‖g0‖/r)·g_v with one gradient pass. 1 = every step.
+        looksam_scale: r of the cheap steps. ``"measured"`` (default): r = ‖g0‖ of the full
+            step that measured g_v, so g_v keeps its measured size relative to the gradient
+            (with α = 1 the cheap step approximates the full one). ``"looksam"``: LookSAM's
+            r = ‖g_v‖, the reused direction always has norm α‖g0‖ — far more than SAM adds at
+            small ρ (on AV-Digits, ρ = 0.05, it stopped training: see the README).
+        looksam_alpha: α of the cheap steps (default 1.0 with ``"measured"``, LookSAM's 0.7
+            with ``"looksam"``).
         **kwargs: See `MultimodalTrainer` (``shapley_value``, ``empty_coalition``,
             ``shapley_threshold``, ``shapley_samples``, ``shapley_seed``, ``from_logits``).
 
@@ -78,7 +90,8 @@ class MSAM(MultimodalTrainer):
         fixed_dominant_share: float | None = None,
         shapley_every: int = 1,
         sam_every: int = 1,
-        looksam_alpha: float = 0.7,
+        looksam_alpha: float | None = None,
+        looksam_scale: str = "measured",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("log_shapley", True)
@@ -102,11 +115,18 @@ class MSAM(MultimodalTrainer):
                 raise ValueError(f"{label} must be an integer >= 1, got {value!r}.")
         if shapley_every > 1 and decomposition != "loss":
             raise ValueError("shapley_every > 1 works with decomposition='loss' only.")
+        if looksam_scale not in LOOKSAM_SCALES:
+            raise ValueError(
+                f"Unknown looksam_scale {looksam_scale!r}; use one of {LOOKSAM_SCALES}."
+            )
+        if looksam_alpha is None:
+            looksam_alpha = 1.0 if looksam_scale == "measured" else 0.7
         if not looksam_alpha >= 0:
             raise ValueError(f"looksam_alpha must be >= 0, got {looksam_alpha!r}.")
         self.shapley_every = shapley_every
         self.sam_every = sam_every
         self.looksam_alpha = float(looksam_alpha)
+        self.looksam_scale = looksam_scale
         self._create_amortisation_state()
         self.perturb = perturb
         self.decomposition = decomposition
@@ -125,6 +145,7 @@ class MSAM(MultimodalTrainer):
             "shapley_every": self.shapley_every,
             "sam_every": self.sam_every,
             "looksam_alpha": self.looksam_alpha,
+            "looksam_scale": self.looksam_scale,
         }
 
     def _create_amortisation_state(self) -> None:
@@ -152,6 +173,7 @@ class MSAM(MultimodalTrainer):
         if self.sam_every > 1:
             for index, weight in enumerate(self.model.trainable_variables):
                 variable(f"looksam_direction_{index}", tuple(weight.shape))
+            variable("looksam_reference_norm", ())
 
     def _host_schedule(self) -> tuple[int, str] | None:
         return (self.sam_every, "amortised_step") if self.sam_every > 1 else None
@@ -241,23 +263,34 @@ class MSAM(MultimodalTrainer):
             sharpness_weight = None
         else:
             direction = [state[f"looksam_direction_{i}"] for i in range(len(g0))]
+            reference = state["looksam_reference_norm"]
 
             def measured():
                 sam_grads, measured_sharpness = full_step()
-                return sam_grads, orthogonal_component(sam_grads, g0), measured_sharpness, 1.0
+                orthogonal = orthogonal_component(sam_grads, g0)
+                return sam_grads, orthogonal, global_norm(g0), measured_sharpness, 1.0
 
             def reused():
-                sam_grads = looksam_gradient(g0, direction, self.looksam_alpha)
-                return sam_grads, [ops.cast(v, "float32") for v in direction], 0.0 * loss, 0.0
+                sam_grads = looksam_gradient(
+                    g0,
+                    direction,
+                    self.looksam_alpha,
+                    reference if self.looksam_scale == "measured" else None,
+                )
+                kept = [ops.cast(v, "float32") for v in direction]
+                return sam_grads, kept, ops.cast(reference, "float32"), 0.0 * loss, 0.0
 
             if self._static_branch is None:
                 is_full = ops.equal(ops.mod(step, self.sam_every), 0)
-                g1, direction, sharpness, sharpness_weight = ops.cond(is_full, measured, reused)
+                g1, direction, reference, sharpness, sharpness_weight = ops.cond(
+                    is_full, measured, reused
+                )
             else:  # the host picked the variant (JAX, see keras_msam/backend/jax_trainer.py)
                 chosen = measured if self._static_branch else reused
-                g1, direction, sharpness, sharpness_weight = chosen()
+                g1, direction, reference, sharpness, sharpness_weight = chosen()
                 sharpness_weight = ops.convert_to_tensor(sharpness_weight, "float32")
             updates.update({f"looksam_direction_{i}": v for i, v in enumerate(direction)})
+            updates["looksam_reference_norm"] = reference
 
         if self.fixed_dominant_share is None:
             share = ops.take(shapley.shares, shapley.dominant)
