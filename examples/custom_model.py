@@ -46,7 +46,7 @@ def main(epochs: int = 5) -> dict[str, float]:
     trainer = keras_msam.MSAM(build_model(), rho=0.05)
     print("modalities:", trainer.modality_names)  # sorted input names
     trainer.compile(
-        optimizer="adam",
+        optimizer=keras.optimizers.Adam(0.01),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
