@@ -296,3 +296,15 @@ def test_method_options_reach_the_base_trainer_arguments():
     check_names(config)  # shapley_value is MultimodalTrainer's, passed on through **kwargs
     with pytest.raises(ConfigError, match="Joint has no option.*rho"):
         check_names(build_config({"methods": "joint(rho=0.1)"}))
+
+
+def test_without_matplotlib_the_run_finishes_and_says_plots_were_skipped(tmp_path, monkeypatch):
+    from keras_msam.experiments import runner
+
+    monkeypatch.setattr(runner, "_has_matplotlib", lambda: False)
+    lines = []
+    config = ExperimentConfig(**TINY, methods=parse_methods("joint"), run_dir=str(tmp_path / "r"))
+    result = run_experiment(config, log=lines.append)
+    assert result.plots == [] and not (tmp_path / "r" / "plots").exists()
+    assert any("Plots skipped: matplotlib is not installed" in line for line in lines)
+    assert (tmp_path / "r" / "summary.csv").exists()

@@ -476,11 +476,22 @@ def run_experiment(
             write_results(run_dir, config, runs)
     summary = write_results(run_dir, config, runs)
     plots: list[str] = []
-    if config.plots:
+    if config.plots and _has_matplotlib():
         from keras_msam.experiments.plots import plot_experiment
 
         plots = plot_experiment(run_dir, config, runs)
+    elif config.plots:
+        log(
+            "Plots skipped: matplotlib is not installed "
+            "(pip install 'keras-msam[experiments]'; --no-plots silences this)."
+        )
     return ExperimentResult(config, runs, summary, run_dir, plots)
+
+
+def _has_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _claim_run_dir(run_dir: str, config: ExperimentConfig) -> None:
