@@ -120,12 +120,16 @@ def test_ogm_scales_the_dominant_encoder_gradient_by_its_coefficient():
     coeff = np.where(ratio > 1, 1 - np.tanh(alpha * ratio), 1.0)
     logs = ogm.train_on_batch(x, y, return_dict=True)
     joint.train_on_batch(x, y)
+    # The reference reads the features from an eager forward; TensorFlow's compiled step runs
+    # other oneDNN kernels (~1e-5 relative apart), which the score ratio and tanh amplify to a few
+    # 1e-5 in the coefficient. A wrong formula is off by orders of magnitude more.
     np.testing.assert_allclose(
-        [logs["ogm_coeff_audio"], logs["ogm_coeff_visual"]], coeff, rtol=1e-5
+        [logs["ogm_coeff_audio"], logs["ogm_coeff_visual"]], coeff, rtol=2e-4
     )
+    used = [logs["ogm_coeff_audio"], logs["ogm_coeff_visual"]]  # checked against numpy above
     groups = [ogm.structure.group_index(v) for v in ogm.trainable_variables]
     for w0, a, b, group in zip(start, weights_of(ogm), weights_of(joint), groups):
-        factor = 1.0 if group < 0 else coeff[group]
+        factor = 1.0 if group < 0 else used[group]
         np.testing.assert_allclose(a - w0, factor * (b - w0), rtol=1e-4, atol=1e-6)
 
 
