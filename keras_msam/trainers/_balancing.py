@@ -144,9 +144,7 @@ class BalancingTrainer(MultimodalTrainer):
         """Fused logits, per-modality logits (M, B, C) of the linear head (bias split in M
         equal parts, OGM-GE), new non-trainables and the forward's losses."""
         names = self.structure.names
-        mapping = list(zip(self.trainable_variables, trainable)) + list(
-            zip(self.non_trainable_variables, non_trainable)
-        )
+        mapping = self._state_mapping(trainable, non_trainable)
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
             features = self.model.encode(x, training=training)
             y_pred = self.model.fuse(features, training=training)

@@ -286,6 +286,14 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
     # ----------------------------------------------------------------------------------------
     # The step, written once
 
+    def _state_mapping(
+        self, trainable: list[Any], non_trainable: list[Any]
+    ) -> list[tuple[Any, Any]]:
+        """``(variable, value)`` pairs of the step's state arrays, for `keras.StatelessScope`."""
+        return list(zip(self.trainable_variables, trainable)) + list(
+            zip(self.non_trainable_variables, non_trainable)
+        )
+
     def _check_batch(self, x: Any, y: Any) -> None:
         validate_inputs(x, self._structure, where="x")
         if y is None:
@@ -405,9 +413,7 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         """Coalition outputs (K, B, C) formed on encoder features (``coalitions="features"``)."""
         names = self._structure.names
         masks = self._plan.masks
-        mapping = list(zip(self.trainable_variables, trainable)) + list(
-            zip(self.non_trainable_variables, non_trainable)
-        )
+        mapping = self._state_mapping(trainable, non_trainable)
         with self._no_gradient(), keras.StatelessScope(state_mapping=mapping):
             features = self.model.encode(x, training=False)
             absent = self.model.encode(

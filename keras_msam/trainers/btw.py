@@ -348,9 +348,7 @@ class BTW(BalancingTrainer):
         names = self.structure.names
         count = len(names)
         if self._source == "split":
-            mapping = list(zip(self.trainable_variables, trainable)) + list(
-                zip(self.non_trainable_variables, non_trainable)
-            )
+            mapping = self._state_mapping(trainable, non_trainable)
             with self._no_gradient(), keras.StatelessScope(state_mapping=mapping):
                 features = self.model.encode(x, training=False)
                 multimodal = self.model.fuse(features, training=False)

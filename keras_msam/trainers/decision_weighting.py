@@ -261,9 +261,7 @@ class DecisionWeighting(BalancingTrainer):
         if not self.gains_at_inference:
             return super()._feature_coalition_outputs(trainable, non_trainable, x)
         names = self.structure.names
-        mapping = list(zip(self.trainable_variables, trainable)) + list(
-            zip(self.non_trainable_variables, non_trainable)
-        )
+        mapping = self._state_mapping(trainable, non_trainable)
         with self._no_gradient(), keras.StatelessScope(state_mapping=mapping):
             present = self.model.unimodal_logits(self.model.encode(x, training=False))
             zeros = {name: ops.zeros_like(x[name][:1]) for name in names}
@@ -284,9 +282,7 @@ class DecisionWeighting(BalancingTrainer):
     ) -> tuple[Any, Any, Any, list[Any], list[Any]]:
         """Gained logits, contributions u (M, B, C), bias, new non-trainables and losses."""
         names = self.structure.names
-        mapping = list(zip(self.trainable_variables, trainable)) + list(
-            zip(self.non_trainable_variables, non_trainable)
-        )
+        mapping = self._state_mapping(trainable, non_trainable)
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
             features = self.model.encode(x, training=True)
             fused = self.model.fuse(features, training=True)
