@@ -256,9 +256,7 @@ def _validated(values: dict[str, Any]) -> ExperimentConfig:
             f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {values['optimizer']!r}."
         )
     if values.get("backend") not in (None, "jax", "tensorflow", "torch"):
-        raise ConfigError(
-            f"backend must be jax, tensorflow or torch, got {values['backend']!r}."
-        )
+        raise ConfigError(f"backend must be jax, tensorflow or torch, got {values['backend']!r}.")
     for key in ("tensorboard", "plots"):
         if key in values and not isinstance(values[key], bool):
             raise ConfigError(f"{key} must be true or false, got {values[key]!r}.")

@@ -25,8 +25,7 @@ def _pyplot() -> Any:
         import matplotlib
     except ImportError:
         raise ImportError(
-            "Plots need matplotlib: pip install 'keras-msam[experiments]' (or run with "
-            "--no-plots)."
+            "Plots need matplotlib: pip install 'keras-msam[experiments]' (or run with --no-plots)."
         ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -82,50 +81,63 @@ def _line(axis: Any, mean: np.ndarray, std: np.ndarray, label: str, scale: float
         axis.fill_between(epochs, scale * (mean - std), scale * (mean + std), alpha=0.2)
 
 
+def _per_epoch_figure(
+    path: str,
+    histories: dict[str, list[dict[str, list[float]]]],
+    title: str,
+    series: Sequence[tuple[str, str]],
+    ylabel: str,
+    legend: str,
+    scale: float = 1.0,
+    ylim: tuple[float, float] | None = None,
+) -> str | None:
+    """One panel per method, one line (mean over seeds, ± std band) per ``(log key, label)``."""
+    if not histories:
+        return None
+    plt = _pyplot()
+    figure, axes = _panels(plt, len(histories), title)
+    for axis, (method, seeds) in zip(axes, histories.items()):
+        for key, label in series:
+            _line(axis, *_mean_band(seeds, key), label=label, scale=scale)
+        axis.set_title(method)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(ylabel)
+        if ylim is not None:
+            axis.set_ylim(*ylim)
+        axis.grid(alpha=0.3)
+        axis.legend(title=legend, fontsize="small")
+    return _save(figure, plt, path)
+
+
 def plot_shapley_shares(
     path: str, histories: dict[str, list[dict[str, list[float]]]], names: Sequence[str]
 ) -> str | None:
     """Each modality's mean Shapley share per epoch, one panel per method."""
-    if not histories:
-        return None
-    plt = _pyplot()
-    figure, axes = _panels(
-        plt, len(histories), "Shapley share of each modality during training (mean over seeds)"
+    return _per_epoch_figure(
+        path,
+        histories,
+        "Shapley share of each modality during training (mean over seeds)",
+        [(f"shapley_{name}", name) for name in names],
+        "Shapley share (fraction of total)",
+        "modality",
+        ylim=(-0.05, 1.05),
     )
-    for axis, (method, seeds) in zip(axes, histories.items()):
-        for name in names:
-            _line(axis, *_mean_band(seeds, f"shapley_{name}"), label=name)
-        axis.set_title(method)
-        axis.set_xlabel("epoch")
-        axis.set_ylabel("Shapley share (fraction of total)")
-        axis.set_ylim(-0.05, 1.05)
-        axis.grid(alpha=0.3)
-        axis.legend(title="modality", fontsize="small")
-    return _save(figure, plt, path)
 
 
 def plot_validation_accuracy(
     path: str, histories: dict[str, list[dict[str, list[float]]]], names: Sequence[str]
 ) -> str | None:
     """Multimodal and per-modality validation accuracy per epoch, one panel per method."""
-    if not histories:
-        return None
-    plt = _pyplot()
-    figure, axes = _panels(
-        plt,
-        len(histories),
+    return _per_epoch_figure(
+        path,
+        histories,
         "Validation accuracy per epoch (modality alone = the others zeroed; mean over seeds)",
+        [("val_accuracy", "multimodal")]
+        + [(f"val_accuracy_{name}", f"{name} only") for name in names],
+        "validation accuracy (%)",
+        "input",
+        scale=100,
     )
-    for axis, (method, seeds) in zip(axes, histories.items()):
-        _line(axis, *_mean_band(seeds, "val_accuracy"), label="multimodal", scale=100)
-        for name in names:
-            _line(axis, *_mean_band(seeds, f"val_accuracy_{name}"), label=f"{name} only", scale=100)
-        axis.set_title(method)
-        axis.set_xlabel("epoch")
-        axis.set_ylabel("validation accuracy (%)")
-        axis.grid(alpha=0.3)
-        axis.legend(title="input", fontsize="small")
-    return _save(figure, plt, path)
 
 
 def plot_methods(path: str, summary: Sequence[dict[str, Any]], names: Sequence[str]) -> str | None:

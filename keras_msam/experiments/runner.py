@@ -221,8 +221,12 @@ def load_splits(config: ExperimentConfig) -> Splits:
 
     def load(split: str, **kwargs: Any) -> Any:
         return zoo.datasets.load(
-            config.data, root=config.data_root, split=split, batch_size=config.batch_size,
-            **kwargs, **options,
+            config.data,
+            root=config.data_root,
+            split=split,
+            batch_size=config.batch_size,
+            **kwargs,
+            **options,
         )
 
     train = load("train", shuffle=True, seed=config.seed)
