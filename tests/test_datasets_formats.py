@@ -390,7 +390,7 @@ def test_av_digits_image_splits_are_disjoint():
     from zoo.datasets import av_digits
 
     splits = {
-        s: av_digits.image_split(s)[0].reshape(-1, 784) for s in ("train", "validation", "test")
+        s: av_digits.image_split(s)[0].reshape(-1, 64) for s in ("train", "validation", "test")
     }
     assert sum(len(a) for a in splits.values()) == 1797
     rows = {s: {a.tobytes() for a in arr} for s, arr in splits.items()}

@@ -90,7 +90,7 @@ def test_vectorised_features_match_the_per_file_librosa_reference(settings):
     paths = real_paths(step=10 if not settings else 60)  # 300 (50) clips of every length
     features = fsdd.SpeechFeatures(**settings)
     reference = np.stack([features(p) for p in paths])
-    fast, errors = features.compute_many(paths, threads=2)
+    fast, errors = features.compute_many(paths)
     assert errors == {} and fast.shape == reference.shape and fast.dtype == np.float32
     np.testing.assert_allclose(fast, reference, rtol=0, atol=1e-4)
     assert np.abs(fast - reference).mean() < 1e-6
@@ -118,9 +118,9 @@ def test_disk_cache_is_reused_and_follows_file_changes(tmp_path, monkeypatch):
     computed = []
     original = fsdd.SpeechFeatures.compute_many
 
-    def counting(self, paths, threads=1):
+    def counting(self, paths, stamps=None):
         computed.append(len(paths))
-        return original(self, paths, threads)
+        return original(self, paths, stamps)
 
     monkeypatch.setattr(fsdd.SpeechFeatures, "compute_many", counting)
 

@@ -34,18 +34,20 @@ def digit_images() -> tuple[np.ndarray, np.ndarray]:
 
 def upscale(images: np.ndarray) -> np.ndarray:
     """(N, 8, 8) in 0..16 -> (N, 28, 28, 1) in [0, 1]: 3x nearest upsampling, 2-pixel border."""
-    big = np.kron(images, np.ones((1, 3, 3), np.float32)) / 16.0
-    return np.pad(big, ((0, 0), (2, 2), (2, 2)))[..., None].astype(np.float32)
+    out = np.zeros((len(images), 28, 28, 1), np.float32)
+    scaled = np.asarray(images, np.float32) * np.float32(1 / 16)
+    out[:, 2:26, 2:26, 0] = scaled.repeat(3, axis=1).repeat(3, axis=2)
+    return out
 
 
 def image_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The 28x28 images and labels of one split (stratified, disjoint across splits)."""
+    """The 8x8 images and labels of one split (stratified, disjoint across splits)."""
     images, labels = digit_images()
     rest, test = split_indices(len(labels), IMAGE_FRACTIONS["test"], IMAGE_SEED, labels)
     share = IMAGE_FRACTIONS["validation"] / (1 - IMAGE_FRACTIONS["test"])
     train_local, validation_local = split_indices(len(rest), share, IMAGE_SEED + 1, labels[rest])
     chosen = {"train": rest[train_local], "validation": rest[validation_local], "test": test}[split]
-    return upscale(images[chosen]), labels[chosen]
+    return images[chosen], labels[chosen]
 
 
 def pair_images(audio_labels: np.ndarray, image_labels: np.ndarray, seed: int) -> np.ndarray:
@@ -67,10 +69,14 @@ def pair_images(audio_labels: np.ndarray, image_labels: np.ndarray, seed: int) -
 
 
 class AVDigitsReader:
-    """FSDD audio (through `fsdd.FSDDReader`: bulk, vectorised, disk-cached) + the paired image."""
+    """FSDD audio (through `fsdd.FSDDReader`: bulk, vectorised, disk-cached) + the paired image.
 
-    def __init__(self, speech: fsdd.FSDDReader, images: np.ndarray):
-        self.speech, self.images = speech, images
+    ``split_images`` are the split's 8x8 images and ``pairs[i]`` the image of example i;
+    images are upscaled to 28x28 per batch, so no (N, 28, 28) copy of the split is made.
+    """
+
+    def __init__(self, speech: fsdd.FSDDReader, split_images: np.ndarray, pairs: np.ndarray):
+        self.speech, self.split_images, self.pairs = speech, split_images, pairs
 
     @property
     def paths(self) -> list[str]:
@@ -80,8 +86,21 @@ class AVDigitsReader:
     def features(self) -> fsdd.SpeechFeatures:
         return self.speech.features
 
+    @property
+    def images(self) -> np.ndarray:
+        """Every example's 28x28 image, in example order, (N, 28, 28, 1)."""
+        return upscale(self.split_images[self.pairs])
+
+    def read_batch(self, indices: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Both modalities of a batch, one gather each (None: read them one by one)."""
+        audio = self.speech.audio_batch(indices)
+        if audio is None:
+            return None
+        return {"audio": audio, "visual": upscale(self.split_images[self.pairs[indices]])}
+
     def __call__(self, index: int) -> dict[str, np.ndarray]:
-        return {"audio": self.speech.audio(index), "visual": self.images[index]}
+        visual = upscale(self.split_images[self.pairs[index]][None])[0]
+        return {"audio": self.speech.audio(index), "visual": visual}
 
 
 def _build(
@@ -100,9 +119,9 @@ def _build(
         raise DataFormatError(fsdd.recordings_dir(root), f"no recording falls in the {split} split")
     labels = np.array([r[1] for r in records], np.int32)
     images, image_labels = image_split(split)
-    paired = images[pair_images(labels, image_labels, pairing_seed)]
+    pairs = pair_images(labels, image_labels, pairing_seed)
     return FileDataset(
-        AVDigitsReader(fsdd.make_reader(root, records, features, cache, options), paired),
+        AVDigitsReader(fsdd.make_reader(root, records, features, cache, options), images, pairs),
         labels,
         {"audio": features.shape, "visual": VISUAL_SHAPE},
         on_error=on_error,

@@ -10,7 +10,6 @@ import struct
 import tempfile
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -26,9 +25,9 @@ FILE_NAME = re.compile(r"^(?P<digit>\d+)_(?P<speaker>[A-Za-z0-9-]+)_(?P<take>\d+
 AUDIO_FEATURES = ("log_mel", "waveform")
 SPLIT_BY = ("take", "speaker")
 CACHE_DIR_ENV = "KERAS_MSAM_CACHE_DIR"
-CACHE_VERSION = 1  # bump when the feature computation changes, so old cache files are ignored
+CACHE_VERSION = 2  # bump when the feature computation changes, so old cache files are ignored
 CACHE_MIN_RECORDINGS = 256  # smaller splits compute in milliseconds: no cache file is written
-CHUNK_SIZE = 64  # recordings per vectorised chunk (small chunks stay in cache)
+CHUNK_SIZE = 32  # recordings per vectorised chunk (its buffers stay in the CPU cache)
 
 
 def recordings_dir(root: str) -> str:
@@ -46,8 +45,9 @@ def index_recordings(root: str, problems: Problems) -> list[tuple[str, int, str,
         problems(folder, "recordings folder is missing")
         return []
     records = []
+    prefix = os.path.join(folder, "")  # one join, not one per file
     for name in names:
-        path = os.path.join(folder, name)
+        path = prefix + name
         match = FILE_NAME.match(name)
         if match is None:
             problems(path, "file name does not match '{digit}_{speaker}_{take}.wav'")
@@ -95,23 +95,52 @@ def split_records(
     return [r for r in records if which(r) == split]
 
 
-def read_pcm16(path: str) -> np.ndarray | None:
-    """Fast decoder for the canonical FSDD file: RIFF/WAVE, PCM 16-bit, mono, 8 kHz.
+def read_file(path: str) -> tuple[bytes, int, int] | None:
+    """``(contents, mtime_ns, size)`` of a file, or None when it cannot be opened or read.
 
-    Returns the raw int16 samples (``soundfile`` gives exactly ``int16 / 32768`` as float32).
-    For any other file (another encoding or rate, extra channels, a truncated or malformed
-    chunk, no samples) it returns None, and the caller decodes the file with the reference
-    `read_wav` (soundfile, resampling, and its `DataFormatError` naming the file).
+    One ``open`` / ``fstat`` / ``read`` / ``close`` (a quarter of Python's buffered ``open()``
+    cost per small file); the stamp comes from the very file that was read, so the disk cache
+    never pairs new contents with an old stamp or the other way round.
     """
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        handle = os.open(path, os.O_RDONLY)
     except OSError:
         return None
+    try:
+        stat = os.fstat(handle)
+        data = os.read(handle, stat.st_size)
+    except OSError:
+        return None
+    finally:
+        os.close(handle)
+    return data, stat.st_mtime_ns, stat.st_size
+
+
+_CANONICAL_HEADER = struct.Struct("<4sI8sIHHIIHH4sI")  # RIFF, fmt chunk of 16, data chunk
+
+
+def parse_pcm16(data: bytes) -> np.ndarray | None:
+    """The int16 samples of a canonical FSDD file: RIFF/WAVE, PCM 16-bit, mono, 8 kHz.
+
+    ``soundfile`` gives exactly ``int16 / 32768`` as float32. For any other file (another
+    encoding or rate, extra channels, a truncated or malformed chunk, no samples) it returns
+    None, and the caller decodes the file with the reference `read_wav` (soundfile,
+    resampling, and its `DataFormatError` naming the file).
+    """
+    if len(data) >= 44:  # the usual 44-byte header, checked in one unpack
+        riff, _, wave, fmt_size, tag, channels, rate, _, _, bits, chunk, size = (
+            _CANONICAL_HEADER.unpack_from(data)
+        )
+        if (riff, wave, fmt_size, chunk) == (b"RIFF", b"WAVEfmt ", 16, b"data"):
+            if (tag, channels, rate, bits) != (1, 1, SAMPLE_RATE, 16):
+                return None
+            if size < 2 or size % 2 or 44 + size > len(data):
+                return None
+            return np.frombuffer(data, "<i2", size // 2, 44)
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
     offset, fmt = 12, None
-    while offset + 8 <= len(data):
+    while offset + 8 <= len(data):  # any other chunk layout (LIST, fact, ... chunks)
         chunk, size = data[offset : offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
         body = offset + 8
         if chunk == b"fmt ":
@@ -127,14 +156,53 @@ def read_pcm16(path: str) -> np.ndarray | None:
     return None
 
 
+def read_pcm16(path: str) -> np.ndarray | None:
+    """`parse_pcm16` of a file's contents (None when it cannot be read or is not canonical)."""
+    contents = read_file(path)
+    return None if contents is None else parse_pcm16(contents[0])
+
+
+class _Workspace:
+    """Reusable buffers for a chunk of clips.
+
+    Reused across chunks, so a split's features fault in a few MB of fresh memory once
+    instead of tens of MB of temporaries per chunk (in a new process that page faulting cost
+    more than the FFTs themselves). Each clip sits in a row of ``stride`` samples, a multiple
+    of the hop, so the frames of every row are rows of ONE strided 2-D view of the flat
+    buffer and can be gathered with ``np.take(..., out=)``.
+    """
+
+    def __init__(self, features: SpeechFeatures, chunk: int):
+        self.half = features.n_fft // 2 if features.kind == "log_mel" else 0
+        self.padded_length = features.length + 2 * self.half
+        hop = features.hop_length
+        self.stride = -(-self.padded_length // hop) * hop
+        self.flat = np.zeros(chunk * self.stride + features.n_fft, np.float32)
+        self.padded = self.flat[: chunk * self.stride].reshape(chunk, self.stride)
+        if features.kind != "log_mel":
+            return
+        self.computed = min(features.num_frames, 1 + (self.padded_length - features.n_fft) // hop)
+        item = self.flat.itemsize
+        self.frames = np.lib.stride_tricks.as_strided(
+            self.flat,
+            (chunk * self.stride // hop, features.n_fft),
+            (hop * item, item),
+            writeable=False,
+        )
+        rows = chunk * self.computed
+        self.segments = np.empty((rows, features.n_fft), np.float32)
+        self.power = np.empty(rows * (features.n_fft // 2 + 1), np.float32)  # (bins, frames)
+        self.sums = np.empty((chunk, 1, 1), np.float32)
+
+
 class SpeechFeatures:
     """Turns recordings into fixed-shape features (thread-safe, picklable).
 
     Two paths give the same numbers (within float32 round-off): ``features(path)``, the
     per-file reference (soundfile + ``librosa.feature.melspectrogram``), and
-    ``features.compute_many(paths)``, which decodes every file and computes the log-mel of all
-    clips in one vectorised numpy pass (librosa's mel filterbank and periodic Hann window,
-    centred zero-padded frames, ``scipy.fft``), in parallel chunks.
+    ``features.compute_many(paths)``, which decodes every file and computes the log-mel of
+    chunks of `CHUNK_SIZE` clips in vectorised numpy passes (librosa's mel filterbank and
+    periodic Hann window, centred zero-padded frames, ``scipy.fft``).
     """
 
     def __init__(
@@ -184,54 +252,72 @@ class SpeechFeatures:
         return mel[..., None].astype(np.float32)
 
     def compute_many(
-        self, paths: list[str], threads: int = 1
+        self, paths: list[str], stamps: np.ndarray | None = None
     ) -> tuple[np.ndarray, dict[int, DataFormatError]]:
         """Features of every path, ``(len(paths), *shape)`` float32, and the unreadable files.
 
         Returns the features (zeros in the rows of unreadable files) and ``{index: error}`` for
         each file that could not be decoded; the caller raises or skips those, as it would for
-        the per-file path. ``threads`` > 1 computes chunks of `CHUNK_SIZE` files in parallel.
+        the per-file path. ``stamps`` (``(len(paths), 2)`` int64), when given, receives each
+        file's ``(mtime_ns, size)`` as it was read (-1 where it could not be read).
+
+        One thread: decoding is Python that holds the GIL, and a second thread (decoding, or
+        computing features while this one decodes) made it 1.5-2.5x slower on a 2-core
+        machine, each numpy call waiting for the GIL.
         """
-        out = np.zeros((len(paths), *self.shape), np.float32)
+        out = np.empty((len(paths), *self.shape), np.float32)
         errors: dict[int, DataFormatError] = {}
         if not paths:
             return out, errors
         require("soundfile", purpose="Reading wav files")  # as the per-file path needs it
         if self.kind == "log_mel":
             require("librosa", purpose="Computing log-mel features")
-        half = self.n_fft // 2 if self.kind == "log_mel" else 0
-        starts = range(0, len(paths), CHUNK_SIZE)
-
-        def chunk(start: int) -> None:
+        workspace = _Workspace(self, min(CHUNK_SIZE, len(paths)))
+        for start in range(0, len(paths), CHUNK_SIZE):
             stop = min(start + CHUNK_SIZE, len(paths))
-            # each clip zero-padded by n_fft // 2 at both ends (librosa's center=True)
-            padded = np.zeros((stop - start, self.length + 2 * half), np.float32)
-            valid = np.zeros(stop - start, np.int64)
-            for row, index in enumerate(range(start, stop)):
-                samples = read_pcm16(paths[index])  # int16, scaled below
-                if samples is None:
-                    try:
-                        # 2**15 * float and back is exact: these rows end up as read_wav's
-                        samples = read_wav(paths[index], SAMPLE_RATE) * np.float32(32768)
-                    except DataFormatError as error:
-                        errors[index] = error  # distinct keys per thread: safe under the GIL
-                        continue
-                valid[row] = min(len(samples), self.length)
-                padded[row, half : half + valid[row]] = samples[: valid[row]]
-            padded *= np.float32(1 / 32768)  # soundfile's int16 -> float32 scaling
+            valid = self._decode(paths, start, stop, workspace, errors, stamps)
             if self.kind == "waveform":
-                out[start:stop] = padded
+                rows = workspace.padded[: stop - start, : self.length]
+                np.multiply(rows, np.float32(1 / 32768), out=out[start:stop])  # soundfile's scale
             else:
-                out[start:stop] = self._log_mel_padded(padded, valid)
-
-        threads = max(1, min(int(threads), len(starts)))
-        if threads == 1:
-            for start in starts:
-                chunk(start)
-        else:
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(chunk, starts))
+                self._log_mel_rows(workspace, valid, out[start:stop])
         return out, errors
+
+    def _decode(
+        self,
+        paths: list[str],
+        start: int,
+        stop: int,
+        workspace: _Workspace,
+        errors: dict[int, DataFormatError],
+        stamps: np.ndarray | None,
+    ) -> np.ndarray:
+        """Writes clips ``start:stop`` into the workspace rows as int16 values (the 1 / 32768
+        scaling is folded into the window later), each after n_fft // 2 zeros for librosa's
+        ``center=True``; returns how many samples of each row are audio. An unreadable file
+        becomes an entry of ``errors`` and an all-zero row."""
+        half, length = workspace.half, self.length
+        # zeros needed after a clip: up to the end of the last frame that reaches into it
+        tail = self.n_fft if self.kind == "log_mel" else length
+        padded = workspace.padded
+        valid = np.zeros(stop - start, np.int64)
+        for row, index in enumerate(range(start, stop)):
+            contents = read_file(paths[index])
+            samples = None if contents is None else parse_pcm16(contents[0])
+            if samples is None:
+                try:
+                    # 2**15 * float and back is exact: these rows end up as read_wav's
+                    samples = read_wav(paths[index], SAMPLE_RATE) * np.float32(32768)
+                except DataFormatError as error:
+                    errors[index] = error
+                    samples = contents = None
+            if stamps is not None and contents is not None:
+                stamps[index] = contents[1:]
+            count = valid[row] = 0 if samples is None else min(len(samples), length)
+            if count:
+                padded[row, half : half + count] = samples[:count]
+            padded[row, half + count : half + count + tail] = 0
+        return valid
 
     def log_mel_many(self, waves: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Z-scored log-mel features of clips ``(N, length)``, as `__call__` computes them.
@@ -242,43 +328,52 @@ class SpeechFeatures:
         per-clip z-score. ``valid`` (samples before the zero padding of each clip) lets it skip
         the frames that hold only padding, whose spectrum is exactly zero.
         """
-        half = self.n_fft // 2
-        padded = np.zeros((len(waves), self.length + 2 * half), np.float32)
-        padded[:, half : half + self.length] = waves
-        if valid is None:
-            valid = np.full(len(waves), self.length)
-        return self._log_mel_padded(padded, np.asarray(valid))
+        waves = np.asarray(waves, np.float32)
+        valid = np.full(len(waves), self.length) if valid is None else np.asarray(valid)
+        out = np.empty((len(waves), *self.shape), np.float32)
+        workspace = _Workspace(self, min(CHUNK_SIZE, max(1, len(waves))))
+        half = workspace.half
+        for start in range(0, len(waves), CHUNK_SIZE):
+            stop = min(start + CHUNK_SIZE, len(waves))
+            rows = workspace.padded[: stop - start, half : half + self.length]
+            np.multiply(waves[start:stop], np.float32(32768), out=rows)  # exact: a power of 2
+            self._log_mel_rows(workspace, valid[start:stop], out[start:stop])
+        return out
 
-    def _log_mel_padded(self, padded: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        window, filterbank = self._filters()
-        count, hop = len(padded), self.hop_length
-        computed = min(self.num_frames, 1 + (padded.shape[1] - self.n_fft) // hop)
-        frames = np.lib.stride_tricks.sliding_window_view(padded, self.n_fft, axis=1)[:, ::hop]
-        # frame t holds samples [t * hop - n_fft // 2, ... + n_fft) of the clip: only padding
-        # (an exactly zero spectrum) once t * hop - n_fft // 2 >= valid
+    def _log_mel_rows(self, workspace: _Workspace, valid: np.ndarray, out: np.ndarray) -> None:
+        """Log-mel of the workspace's first ``len(valid)`` rows, z-scored, into ``out``."""
+        window, basis = self._filters()
+        count, hop, computed = len(valid), self.hop_length, workspace.computed
+        # frame t of a row holds samples [t * hop - n_fft // 2, ... + n_fft) of the clip: only
+        # padding (an exactly zero spectrum) once t * hop - n_fft // 2 >= valid
         reach = np.minimum(-(-(valid + self.n_fft // 2) // hop), computed)
         rows, cols = np.nonzero(np.arange(computed)[None, :] < reach[:, None])
-        segments = frames[rows, cols]
-        segments *= window
-        spectrum = _rfft(segments)
-        parts = spectrum.view(np.float32)  # (K, 2 * bins): real, imaginary interleaved
-        np.square(parts, out=parts)
-        mel = np.zeros((count, self.num_frames, self.num_mels), np.float32)
-        mel[rows, cols] = (filterbank @ parts.T).T  # = (re^2 + im^2) @ mel_basis.T
-        mel += np.float32(1e-6)
-        np.log(mel, out=mel)
-        mel = mel.transpose(0, 2, 1)  # (N, num_mels, num_frames)
-        mean = mel.mean(axis=(1, 2), keepdims=True)
-        std = mel.std(axis=(1, 2), keepdims=True)
-        return ((mel - mean) / (std + np.float32(1e-6)))[..., None]
+        segments = workspace.segments[: len(rows)]
+        np.take(workspace.frames, rows * (workspace.stride // hop) + cols, axis=0, out=segments)
+        segments *= window  # the Hann window / 32768: int16 values -> soundfile's [-1, 1]
+        spectrum = _rfft(segments)  # (frames, bins)
+        power = workspace.power[: spectrum.size].reshape(spectrum.shape[::-1])
+        np.abs(spectrum.T, out=power)  # transposed: (bins, frames), C-contiguous
+        np.square(power, out=power)
+        mel = out[..., 0]  # (count, num_mels, num_frames), written in place
+        mel.fill(0)
+        # (num_mels, bins) sparse @ (bins, frames): each value sums its bins in a fixed order,
+        # so a clip's features never depend on which clips share its chunk (BLAS sgemm's do)
+        mel[rows, :, cols] = (basis @ power).T
+        flat = mel.reshape(count, -1)
+        flat += np.float32(1e-6)
+        np.log(flat, out=flat)
+        # per-clip z-score: centre first, then the spread of the centred values (no E[x^2] -
+        # E[x]^2 cancellation in float32)
+        flat -= flat.mean(axis=1, keepdims=True)
+        squares = workspace.sums[:count]
+        np.matmul(flat[:, None, :], flat[:, :, None], out=squares)
+        spread = np.sqrt(squares[:, 0] / np.float32(flat.shape[1])) + np.float32(1e-6)
+        flat /= spread
 
     def _filters(self) -> tuple[np.ndarray, Any]:
-        """librosa's periodic Hann window, and its mel basis with columns doubled (sparse).
-
-        The basis is applied as a scipy sparse matrix: each FFT bin feeds at most two mel
-        bands, and a dense BLAS product on small chunks costs more in thread wake-ups than
-        in arithmetic when the cores are shared.
-        """
+        """librosa's periodic Hann window / 32768, and its mel basis (num_mels, bins) as a
+        scipy CSR matrix (each FFT bin feeds at most two mel bands)."""
         filters = self.__dict__.get("_filter_cache")
         if filters is None:
             librosa = require("librosa", purpose="Computing log-mel features")
@@ -287,8 +382,9 @@ class SpeechFeatures:
                 sr=SAMPLE_RATE, n_fft=self.n_fft, n_mels=self.num_mels, dtype=np.float32
             )
             sparse = require("scipy.sparse", purpose="Computing log-mel features")
-            doubled = sparse.csr_matrix(np.repeat(basis, 2, axis=1))  # (num_mels, 2 * bins)
-            filters = (window.astype(np.float32), doubled)
+            # the window carries the int16 -> [-1, 1] scaling (exact: a power of 2)
+            window = window.astype(np.float32) * np.float32(1 / 32768)
+            filters = (window, sparse.csr_matrix(basis))
             self.__dict__["_filter_cache"] = filters
         return filters
 
@@ -299,7 +395,7 @@ def _rfft(segments: np.ndarray) -> np.ndarray:
         import scipy.fft  # librosa depends on scipy
     except ImportError:  # pragma: no cover
         return np.fft.rfft(segments, axis=-1).astype(np.complex64)
-    return np.ascontiguousarray(scipy.fft.rfft(segments, axis=-1, overwrite_x=True))
+    return scipy.fft.rfft(segments, axis=-1, overwrite_x=True)
 
 
 def default_cache_dir() -> str:
@@ -326,12 +422,13 @@ class FeatureCache:
     """A persistent cache of computed features, one ``.npz`` per recordings folder and settings.
 
     The file lives in ``<directory>/fsdd/`` and is named by a hash of the folder's real path, the
-    feature settings and `CACHE_VERSION`. Each entry is keyed by the file's absolute path,
-    modification time (ns) and size, so an edited, replaced or removed recording is decoded
-    again. Unreadable files are never cached (their error is raised again on every load). A
-    cache file that cannot be read is ignored and rewritten. Writes happen in a background
-    (non-daemon) thread, so training starts without waiting for them, and are atomic (temporary
-    file, then rename): processes sharing the directory never see a partial file.
+    feature settings and `CACHE_VERSION`. Each entry is keyed by the file's path (relative to
+    the folder when inside it, else absolute), modification time (ns) and size, so an edited,
+    replaced or removed recording is decoded again. Unreadable files are never cached (their
+    error is raised again on every load). A cache file that cannot be read is ignored and
+    rewritten. Writes happen in a background (non-daemon) thread, so training starts without
+    waiting for them, and are atomic (temporary file, then rename): processes sharing the
+    directory never see a partial file.
     """
 
     def __init__(self, directory: str, folder: str, settings: dict):
@@ -341,6 +438,16 @@ class FeatureCache:
         )
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         self.path = os.path.join(os.path.expanduser(directory), "fsdd", f"{digest}.npz")
+        self.prefix = os.path.join(folder, "")
+
+    def keys(self, paths: list[str]) -> list[str]:
+        """The entry key of each path: relative to the folder when inside it, else absolute.
+
+        (A slice per path: about 10x cheaper than ``os.path.abspath``, which matters in the
+        background writer, whose Python work holds the GIL while the first epoch runs.)
+        """
+        prefix, cut = self.prefix, len(self.prefix)
+        return [p[cut:] if p.startswith(prefix) else os.path.abspath(p) for p in paths]
 
     def _read(self, shape: tuple[int, ...]) -> dict[str, np.ndarray] | None:
         try:
@@ -355,9 +462,19 @@ class FeatureCache:
             return None
         return entries
 
-    def lookup(self, paths: list[str], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    def lookup(
+        self, paths: list[str], shape: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """``(rows, stamps)``: each path's row in the cache file's features (-1 when it has no
-        current entry) and its (mtime_ns, size) (-1, -1 when it cannot be stat'ed)."""
+        current entry) and its (mtime_ns, size) ((-1, -1) when it cannot be stat'ed).
+
+        Without a readable cache file every row is -1 and ``stamps`` is None: nothing is
+        stat'ed, the stamps come from reading the files (`SpeechFeatures.compute_many`).
+        """
+        rows = np.full(len(paths), -1, np.int64)
+        self._stored = self._read(shape)
+        if self._stored is None:
+            return rows, None
         stamps = np.full((len(paths), 2), -1, np.int64)
         for index, path in enumerate(paths):
             try:
@@ -365,36 +482,45 @@ class FeatureCache:
             except OSError:
                 continue
             stamps[index] = stat.st_mtime_ns, stat.st_size
-        rows = np.full(len(paths), -1, np.int64)
-        self._stored = self._read(shape)
-        if self._stored is not None:
-            where = {p: i for i, p in enumerate(self._stored["paths"].tolist())}
-            rows[:] = [where.get(os.path.abspath(p), -1) for p in paths]
-            found = rows >= 0
-            current = np.all(self._stored["stamps"][rows[found]] == stamps[found], axis=1)
-            found[found] = current & (stamps[found, 0] >= 0)
-            rows[~found] = -1
+        where = {p: i for i, p in enumerate(self._stored["paths"].tolist())}
+        rows[:] = [where.get(key, -1) for key in self.keys(paths)]
+        found = rows >= 0
+        current = np.all(self._stored["stamps"][rows[found]] == stamps[found], axis=1)
+        found[found] = current & (stamps[found, 0] >= 0)
+        rows[~found] = -1
         return rows, stamps
 
     def features(self, rows: np.ndarray) -> np.ndarray:
         """The cached features of ``rows`` (from `lookup`, all >= 0)."""
         return self._stored["features"][rows]
 
-    def store(self, paths: list[str], stamps: np.ndarray, features: np.ndarray) -> None:
-        """Adds (or replaces) the entries of ``paths`` in the background, keeping the others."""
-        keep = stamps[:, 0] >= 0
+    def store(
+        self, paths: list[str], stamps: np.ndarray, features: np.ndarray, chosen: np.ndarray
+    ) -> None:
+        """Adds (or replaces) the entries ``paths[chosen]`` in the background, keeping others.
+
+        All the work (gathering, merging with the entries already stored, writing) runs in the
+        writer thread, so the first epoch does not wait for it; ``features`` must not change.
+        """
+        writer = threading.Thread(
+            target=self._merge_and_write,
+            args=(paths, stamps, features, chosen, getattr(self, "_stored", None)),
+            name="fsdd-feature-cache",
+        )
+        writer.start()
+        _PENDING_WRITES.append(writer)
+
+    def _merge_and_write(self, paths, stamps, features, chosen, old) -> None:
+        chosen = chosen[stamps[chosen, 0] >= 0]
         merged = {
-            "paths": np.array([os.path.abspath(p) for p in paths], dtype=str)[keep],
-            "stamps": stamps[keep],
-            "features": np.asarray(features, np.float32)[keep],
+            "paths": np.array(self.keys([paths[i] for i in chosen]), dtype=str),
+            "stamps": stamps[chosen],
+            "features": features[chosen],
         }
-        old = getattr(self, "_stored", None)
         if old is not None:
             kept = ~np.isin(old["paths"], merged["paths"])
             merged = {k: np.concatenate([old[k][kept], merged[k]]) for k in merged}
-        writer = threading.Thread(target=self._write, args=(merged,), name="fsdd-feature-cache")
-        writer.start()
-        _PENDING_WRITES.append(writer)
+        self._write(merged)
 
     def _write(self, arrays: dict[str, np.ndarray]) -> None:
         folder = os.path.dirname(self.path)
@@ -422,7 +548,6 @@ def compute_features(
     features: SpeechFeatures,
     cache_dir: str | None = None,
     folder: str | None = None,
-    threads: int = 1,
 ) -> tuple[np.ndarray, dict[int, DataFormatError]]:
     """Features of every path (vectorised), through the disk cache when ``cache_dir`` is set.
 
@@ -430,22 +555,29 @@ def compute_features(
     and is written only for splits of at least `CACHE_MIN_RECORDINGS` recordings.
     """
     if cache_dir is None or features.kind != "log_mel" or not paths:
-        return features.compute_many(paths, threads)
+        return features.compute_many(paths)
     cache = FeatureCache(cache_dir, folder or os.path.dirname(paths[0]), features.settings)
     rows, stamps = cache.lookup(paths, features.shape)
-    hit = rows >= 0
-    out = np.empty((len(paths), *features.shape), np.float32)
-    if hit.any():
-        out[hit] = cache.features(rows[hit])
-    missing = np.flatnonzero(~hit)
-    errors: dict[int, DataFormatError] = {}
-    if missing.size:
-        computed, chunk_errors = features.compute_many([paths[i] for i in missing], threads)
-        out[missing] = computed
-        errors = {int(missing[i]): error for i, error in chunk_errors.items()}
-        good = np.array([i for i in missing if i not in errors], np.int64)
-        if good.size and len(paths) >= CACHE_MIN_RECORDINGS:
-            cache.store([paths[i] for i in good], stamps[good], out[good])
+    if stamps is None:  # no cache file yet: every file is read, and stamped as it is read
+        stamps = np.full((len(paths), 2), -1, np.int64)
+        out, errors = features.compute_many(paths, stamps)
+        missing = np.arange(len(paths))
+    else:
+        hit = rows >= 0
+        out = np.empty((len(paths), *features.shape), np.float32)
+        if hit.any():
+            out[hit] = cache.features(rows[hit])
+        missing = np.flatnonzero(~hit)
+        errors: dict[int, DataFormatError] = {}
+        if missing.size:
+            fresh = np.full((missing.size, 2), -1, np.int64)
+            computed, missing_errors = features.compute_many([paths[i] for i in missing], fresh)
+            out[missing], stamps[missing] = computed, fresh
+            errors = {int(missing[i]): error for i, error in missing_errors.items()}
+    if missing.size and len(paths) >= CACHE_MIN_RECORDINGS:
+        good = missing[~np.isin(missing, np.fromiter(errors, np.int64, len(errors)))]
+        if good.size:
+            cache.store(paths, stamps, out, good)
     return out, errors
 
 
@@ -453,9 +585,10 @@ class FSDDReader:
     """Reads one example's features; thread-safe, picklable.
 
     With ``bulk=True`` (the loaders' default, with ``cache=True``) the first read computes the
-    features of every recording at once (`compute_features`: vectorised, parallel chunks, disk
-    cache) and keeps them; an unreadable file's `DataFormatError` is raised when its example is
-    read, as on the per-file path. With ``bulk=False`` each read decodes its file on its own.
+    features of every recording at once (`compute_features`: vectorised chunks, disk cache)
+    and keeps them, and `read_batch` gathers a whole batch at once; an unreadable file's
+    `DataFormatError` is raised when its example is read, as on the per-file path. With
+    ``bulk=False`` each read decodes its file on its own.
     """
 
     def __init__(
@@ -465,10 +598,9 @@ class FSDDReader:
         bulk: bool = True,
         cache_dir: str | None = None,
         folder: str | None = None,
-        threads: int = 1,
     ):
         self.paths, self.features = paths, features
-        self.bulk, self.cache_dir, self.folder, self.threads = bulk, cache_dir, folder, threads
+        self.bulk, self.cache_dir, self.folder = bulk, cache_dir, folder
         self._lock = threading.Lock()
         self._audio: np.ndarray | None = None
         self._errors: dict[int, DataFormatError] = {}
@@ -482,20 +614,42 @@ class FSDDReader:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
-    def audio(self, index: int) -> np.ndarray:
-        if not self.bulk:
-            return self.features(self.paths[index])
+    def _bulk_audio(self) -> np.ndarray:
+        """Every recording's features, computed (or read from the disk cache) at first use."""
         if self._audio is None:
             with self._lock:
                 if self._audio is None:
                     audio, self._errors = compute_features(
-                        self.paths, self.features, self.cache_dir, self.folder, self.threads
+                        self.paths, self.features, self.cache_dir, self.folder
                     )
                     self._audio = audio
+        return self._audio
+
+    def audio(self, index: int) -> np.ndarray:
+        """One recording's features; raises the file's `DataFormatError` when unreadable."""
+        if not self.bulk:
+            return self.features(self.paths[index])
+        audio = self._bulk_audio()
         error = self._errors.get(index)
         if error is not None:
             raise error
-        return self._audio[index]
+        return audio[index]
+
+    def audio_batch(self, indices: np.ndarray) -> np.ndarray | None:
+        """The stacked features of ``indices`` in one gather (bulk mode), or None when bulk is
+        off or one of them is unreadable: the caller then reads them one by one, which raises
+        or skips that file."""
+        if not self.bulk:
+            return None
+        audio = self._bulk_audio()
+        if self._errors and not self._errors.keys().isdisjoint(np.asarray(indices).tolist()):
+            return None
+        return audio[indices]
+
+    def read_batch(self, indices: np.ndarray) -> dict[str, np.ndarray] | None:
+        """``{"audio": (len(indices), *shape)}`` or None (see `audio_batch`)."""
+        audio = self.audio_batch(indices)
+        return None if audio is None else {"audio": audio}
 
     def __call__(self, index: int) -> dict[str, np.ndarray]:
         return {"audio": self.audio(index)}
@@ -529,7 +683,6 @@ def make_reader(
         bulk=cache,
         cache_dir=cache_dir,
         folder=recordings_dir(root),
-        threads=int(options.get("workers", 1)),
     )
 
 
@@ -575,15 +728,16 @@ def load(root: str, split: str, **options) -> FileDataset:
     ``test_speakers`` (theo) and ``validation_speakers`` (nicolas).
 
     Features: with ``cache=True`` (default) the first batch read computes the features of the
-    whole split at once (each wav decoded once, the log-mel of all clips in one vectorised numpy
-    pass, in ``workers`` parallel chunks; equal to the per-file librosa path within float32
-    round-off) and keeps them in memory (about 6 KB per recording), so no later batch decodes
-    anything. Log-mel features are also kept on disk (``feature_cache``): True (default) = the
-    directory `default_cache_dir` (``$KERAS_MSAM_CACHE_DIR``, else ``~/.cache/keras-msam``), a
-    path = that directory, False = off. Entries are keyed by file path, modification time, size
-    and the feature settings, so a changed recording is decoded again; splits of fewer than 256
-    recordings are not written. ``cache=False`` decodes each file per read (the reference path).
-    An unreadable file raises (or, with ``on_error="skip"``, is skipped) when its example is read.
+    whole split at once (each wav decoded once, the log-mel of chunks of clips in vectorised
+    numpy passes; equal to the per-file librosa path within float32 round-off) and keeps them in
+    memory (about 6 KB per recording), so no later batch decodes anything: a batch is one
+    gather per modality. Log-mel features are also kept on disk (``feature_cache``): True
+    (default) = the directory `default_cache_dir` (``$KERAS_MSAM_CACHE_DIR``, else
+    ``~/.cache/keras-msam``), a path = that directory, False = off. Entries are keyed by file
+    path, modification time, size and the feature settings, so a changed recording is decoded
+    again; splits of fewer than 256 recordings are not written. ``cache=False`` decodes each
+    file per read (the reference path). An unreadable file raises (or, with
+    ``on_error="skip"``, is skipped) when its example is read.
     """
     return _build(root, split, Problems(), **options)
 

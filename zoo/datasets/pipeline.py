@@ -195,7 +195,11 @@ class FileDataset(MultimodalDataset):
 
     Args:
         read_example: ``read_example(i) -> {modality: float32 array}``; raises `DataFormatError`
-            naming the file it could not read. Must be thread-safe.
+            naming the file it could not read. Must be thread-safe. It may also have
+            ``read_batch(indices) -> {modality: (len(indices), ...) array} | None``: a
+            vectorised read of a whole batch (e.g. one gather from features kept in memory),
+            used instead of per-example reads when it returns a dict; None means "read these
+            one by one" (e.g. one of them is unreadable, so it must be raised or skipped).
         labels: One label per example.
         input_shapes: ``{modality: per-example shape}`` that every read example has.
         on_error: "raise" (default) or "skip" (counted warning, smaller batch; see module doc).
@@ -232,6 +236,10 @@ class FileDataset(MultimodalDataset):
         return example
 
     def _batch(self, indices: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        read_batch = getattr(self.read_example, "read_batch", None)
+        batch = None if read_batch is None else read_batch(indices)
+        if batch is not None:
+            return self._checked_batch(batch, indices), self.labels[indices]
         examples, kept = [], []
         for index in indices:
             try:
@@ -257,6 +265,21 @@ class FileDataset(MultimodalDataset):
             )
         batch = {m: np.stack([e[m] for e in examples]).astype(np.float32) for m in self.modalities}
         return batch, self.labels[np.asarray(kept)]
+
+    def _checked_batch(
+        self, batch: dict[str, np.ndarray], indices: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        checked = {}
+        for modality in self.modalities:
+            values = batch[modality]
+            if values.shape[1:] != self.input_shapes[modality] or len(values) != len(indices):
+                raise ValueError(
+                    f"A batch of {len(indices)} examples of {self.name}/{self.split} has "
+                    f"{modality} shape {values.shape}, expected "
+                    f"{(len(indices), *self.input_shapes[modality])} (a loader bug)."
+                )
+            checked[modality] = np.ascontiguousarray(values, dtype=np.float32)
+        return checked
 
     def _record_skip(self, index: int, error: DataFormatError) -> None:
         with self._lock:
