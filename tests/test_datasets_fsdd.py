@@ -132,7 +132,7 @@ def test_disk_cache_is_reused_and_follows_file_changes(tmp_path, monkeypatch):
         return x["audio"]
 
     first = features()
-    assert computed == [12] and len(list((cache_dir / "fsdd").glob("*.npz"))) == 1
+    assert computed == [12] and len(list((cache_dir / "fsdd").glob("*.cache"))) == 1
     np.testing.assert_array_equal(features(), first)  # read back, nothing decoded
     assert computed == [12]
     os.utime(copies[3], ns=(0, 10**18))  # a changed file is decoded again, alone
@@ -143,7 +143,7 @@ def test_disk_cache_is_reused_and_follows_file_changes(tmp_path, monkeypatch):
     )
     fsdd.wait_for_cache_writes()
     assert other[0]["audio"].shape == (12, 32, 40, 1) and computed == [12, 1, 12]
-    assert len(list((cache_dir / "fsdd").glob("*.npz"))) == 2
+    assert len(list((cache_dir / "fsdd").glob("*.cache"))) == 2
     default = fsdd.FeatureCache(
         str(cache_dir), str(tmp_path / "data" / "recordings"), fsdd.SpeechFeatures().settings
     )

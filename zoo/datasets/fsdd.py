@@ -25,7 +25,8 @@ FILE_NAME = re.compile(r"^(?P<digit>\d+)_(?P<speaker>[A-Za-z0-9-]+)_(?P<take>\d+
 AUDIO_FEATURES = ("log_mel", "waveform")
 SPLIT_BY = ("take", "speaker")
 CACHE_DIR_ENV = "KERAS_MSAM_CACHE_DIR"
-CACHE_VERSION = 2  # bump when the feature computation changes, so old cache files are ignored
+CACHE_VERSION = 3  # bump when the feature computation changes, so old cache files are ignored
+INDEX_FIELDS = ("key", "mtime_ns", "size")  # the cache file's index (see FeatureCache)
 CACHE_MIN_RECORDINGS = 256  # smaller splits compute in milliseconds: no cache file is written
 CHUNK_SIZE = 32  # recordings per vectorised chunk (its buffers stay in the CPU cache)
 
@@ -163,35 +164,31 @@ def read_pcm16(path: str) -> np.ndarray | None:
 
 
 class _Workspace:
-    """Reusable buffers for a chunk of clips.
+    """Reusable buffers for the log-mel of a chunk of clips.
 
-    Reused across chunks, so a split's features fault in a few MB of fresh memory once
-    instead of tens of MB of temporaries per chunk (in a new process that page faulting cost
-    more than the FFTs themselves). Each clip sits in a row of ``stride`` samples, a multiple
-    of the hop, so the frames of every row are rows of ONE strided 2-D view of the flat
-    buffer and can be gathered with ``np.take(..., out=)``.
+    A clip is written after n_fft // 2 zeros into ``clip`` (librosa's ``center=True``), and its
+    frames, rows of a strided view of that buffer, are windowed straight into ``segments``:
+    no padded copy of the chunk and no gather. Reused across chunks, so a split's features
+    touch a few MB of fresh memory once; allocating temporaries per chunk made a new
+    process page-fault more than it computed FFTs.
     """
 
     def __init__(self, features: SpeechFeatures, chunk: int):
-        self.half = features.n_fft // 2 if features.kind == "log_mel" else 0
-        self.padded_length = features.length + 2 * self.half
-        hop = features.hop_length
-        self.stride = -(-self.padded_length // hop) * hop
-        self.flat = np.zeros(chunk * self.stride + features.n_fft, np.float32)
-        self.padded = self.flat[: chunk * self.stride].reshape(chunk, self.stride)
-        if features.kind != "log_mel":
-            return
-        self.computed = min(features.num_frames, 1 + (self.padded_length - features.n_fft) // hop)
-        item = self.flat.itemsize
+        hop, n_fft = features.hop_length, features.n_fft
+        self.half = n_fft // 2
+        padded_length = features.length + 2 * self.half
+        self.computed = min(features.num_frames, 1 + (padded_length - n_fft) // hop)
+        self.clip = np.zeros(self.half + features.length + n_fft, np.float32)
+        item = self.clip.itemsize
         self.frames = np.lib.stride_tricks.as_strided(
-            self.flat,
-            (chunk * self.stride // hop, features.n_fft),
-            (hop * item, item),
-            writeable=False,
+            self.clip, (self.computed, n_fft), (hop * item, item), writeable=False
         )
-        rows = chunk * self.computed
-        self.segments = np.empty((rows, features.n_fft), np.float32)
-        self.power = np.empty(rows * (features.n_fft // 2 + 1), np.float32)  # (bins, frames)
+        self.segments = np.empty((chunk * self.computed, n_fft), np.float32)
+        self.power = np.empty(chunk * self.computed * (n_fft // 2 + 1), np.float32)
+        self.reach = np.zeros(chunk, np.int64)  # frames of each clip of the chunk
+        self.filled = 0  # frames in ``segments`` so far
+        self.count = 0  # samples of the clip in ``clip`` (all after it are zeros)
+        self.window = features._filters()[0]
         self.sums = np.empty((chunk, 1, 1), np.float32)
 
 
@@ -272,52 +269,62 @@ class SpeechFeatures:
         require("soundfile", purpose="Reading wav files")  # as the per-file path needs it
         if self.kind == "log_mel":
             require("librosa", purpose="Computing log-mel features")
-        workspace = _Workspace(self, min(CHUNK_SIZE, len(paths)))
+            workspace = _Workspace(self, min(CHUNK_SIZE, len(paths)))
+        scale = np.float32(1 / 32768)  # soundfile's int16 -> float32 scaling
         for start in range(0, len(paths), CHUNK_SIZE):
             stop = min(start + CHUNK_SIZE, len(paths))
-            valid = self._decode(paths, start, stop, workspace, errors, stamps)
-            if self.kind == "waveform":
-                rows = workspace.padded[: stop - start, : self.length]
-                np.multiply(rows, np.float32(1 / 32768), out=out[start:stop])  # soundfile's scale
-            else:
-                self._log_mel_rows(workspace, valid, out[start:stop])
+            for row, index in enumerate(range(start, stop)):
+                samples = self._read_samples(paths[index], index, errors, stamps)
+                if self.kind == "waveform":
+                    count = 0 if samples is None else min(len(samples), self.length)
+                    np.multiply(samples[:count], scale, out=out[index, :count])
+                    out[index, count:] = 0
+                else:
+                    self._window_clip(workspace, row, samples)
+            if self.kind == "log_mel":
+                self._log_mel_rows(workspace, stop - start, out[start:stop])
+        out[list(errors)] = 0
         return out, errors
 
-    def _decode(
-        self,
-        paths: list[str],
-        start: int,
-        stop: int,
-        workspace: _Workspace,
+    @staticmethod
+    def _read_samples(
+        path: str,
+        index: int,
         errors: dict[int, DataFormatError],
         stamps: np.ndarray | None,
-    ) -> np.ndarray:
-        """Writes clips ``start:stop`` into the workspace rows as int16 values (the 1 / 32768
-        scaling is folded into the window later), each after n_fft // 2 zeros for librosa's
-        ``center=True``; returns how many samples of each row are audio. An unreadable file
-        becomes an entry of ``errors`` and an all-zero row."""
-        half, length = workspace.half, self.length
-        # zeros needed after a clip: up to the end of the last frame that reaches into it
-        tail = self.n_fft if self.kind == "log_mel" else length
-        padded = workspace.padded
-        valid = np.zeros(stop - start, np.int64)
-        for row, index in enumerate(range(start, stop)):
-            contents = read_file(paths[index])
-            samples = None if contents is None else parse_pcm16(contents[0])
-            if samples is None:
-                try:
-                    # 2**15 * float and back is exact: these rows end up as read_wav's
-                    samples = read_wav(paths[index], SAMPLE_RATE) * np.float32(32768)
-                except DataFormatError as error:
-                    errors[index] = error
-                    samples = contents = None
-            if stamps is not None and contents is not None:
-                stamps[index] = contents[1:]
-            count = valid[row] = 0 if samples is None else min(len(samples), length)
-            if count:
-                padded[row, half : half + count] = samples[:count]
-            padded[row, half + count : half + count + tail] = 0
-        return valid
+    ) -> np.ndarray | None:
+        """A file's samples as int16 values (the canonical fast path) or read_wav's floats
+        times 32768 (exact: a power of 2); None, with ``errors[index]`` set, if unreadable."""
+        contents = read_file(path)
+        samples = None if contents is None else parse_pcm16(contents[0])
+        if samples is None:
+            try:
+                samples = read_wav(path, SAMPLE_RATE) * np.float32(32768)
+            except DataFormatError as error:
+                errors[index] = error
+                return None
+        if stamps is not None and contents is not None:
+            stamps[index] = contents[1:]
+        return samples
+
+    def _window_clip(self, workspace: _Workspace, row: int, samples: np.ndarray | None) -> None:
+        """Puts the Hann-windowed frames of one clip (int16-scaled values) into the workspace
+        rows after those of the chunk's earlier clips (row 0 starts a chunk), and records how
+        many it has."""
+        half, hop = workspace.half, self.hop_length
+        count = 0 if samples is None else min(len(samples), self.length)
+        if count:
+            workspace.clip[half : half + count] = samples[:count]
+        if count < workspace.count:  # the buffer past the clip stays all zeros
+            workspace.clip[half + count : half + workspace.count] = 0
+        workspace.count = count
+        # frame t holds samples [t * hop - n_fft // 2, ... + n_fft) of the clip: only zeros (an
+        # exactly zero spectrum) once t * hop - n_fft // 2 >= count
+        reach = min(-(-(count + half) // hop), workspace.computed)
+        first = workspace.filled if row else 0
+        segments = workspace.segments[first : first + reach]
+        np.multiply(workspace.frames[:reach], workspace.window, out=segments)
+        workspace.reach[row], workspace.filled = reach, first + reach
 
     def log_mel_many(self, waves: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Z-scored log-mel features of clips ``(N, length)``, as `__call__` computes them.
@@ -328,30 +335,25 @@ class SpeechFeatures:
         per-clip z-score. ``valid`` (samples before the zero padding of each clip) lets it skip
         the frames that hold only padding, whose spectrum is exactly zero.
         """
-        waves = np.asarray(waves, np.float32)
+        waves = np.asarray(waves, np.float32) * np.float32(32768)  # exact: a power of 2
         valid = np.full(len(waves), self.length) if valid is None else np.asarray(valid)
         out = np.empty((len(waves), *self.shape), np.float32)
         workspace = _Workspace(self, min(CHUNK_SIZE, max(1, len(waves))))
-        half = workspace.half
         for start in range(0, len(waves), CHUNK_SIZE):
             stop = min(start + CHUNK_SIZE, len(waves))
-            rows = workspace.padded[: stop - start, half : half + self.length]
-            np.multiply(waves[start:stop], np.float32(32768), out=rows)  # exact: a power of 2
-            self._log_mel_rows(workspace, valid[start:stop], out[start:stop])
+            for row, index in enumerate(range(start, stop)):
+                self._window_clip(workspace, row, waves[index, : valid[index]])
+            self._log_mel_rows(workspace, stop - start, out[start:stop])
         return out
 
-    def _log_mel_rows(self, workspace: _Workspace, valid: np.ndarray, out: np.ndarray) -> None:
-        """Log-mel of the workspace's first ``len(valid)`` rows, z-scored, into ``out``."""
-        window, basis = self._filters()
-        count, hop, computed = len(valid), self.hop_length, workspace.computed
-        # frame t of a row holds samples [t * hop - n_fft // 2, ... + n_fft) of the clip: only
-        # padding (an exactly zero spectrum) once t * hop - n_fft // 2 >= valid
-        reach = np.minimum(-(-(valid + self.n_fft // 2) // hop), computed)
-        rows, cols = np.nonzero(np.arange(computed)[None, :] < reach[:, None])
-        segments = workspace.segments[: len(rows)]
-        np.take(workspace.frames, rows * (workspace.stride // hop) + cols, axis=0, out=segments)
-        segments *= window  # the Hann window / 32768: int16 values -> soundfile's [-1, 1]
-        spectrum = _rfft(segments)  # (frames, bins)
+    def _log_mel_rows(self, workspace: _Workspace, count: int, out: np.ndarray) -> None:
+        """Log-mel of the chunk's ``count`` windowed clips, z-scored per clip, into ``out``."""
+        _, basis = self._filters()
+        reach = workspace.reach[:count]
+        frames = int(reach.sum())
+        rows = np.repeat(np.arange(count), reach)
+        cols = np.arange(frames) - np.repeat(np.cumsum(reach) - reach, reach)
+        spectrum = _rfft(workspace.segments[:frames])  # (frames, bins)
         power = workspace.power[: spectrum.size].reshape(spectrum.shape[::-1])
         np.abs(spectrum.T, out=power)  # transposed: (bins, frames), C-contiguous
         np.square(power, out=power)
@@ -419,16 +421,20 @@ def wait_for_cache_writes() -> None:
 
 
 class FeatureCache:
-    """A persistent cache of computed features, one ``.npz`` per recordings folder and settings.
+    """A persistent cache of computed features, one file per recordings folder and settings.
 
-    The file lives in ``<directory>/fsdd/`` and is named by a hash of the folder's real path, the
-    feature settings and `CACHE_VERSION`. Each entry is keyed by the file's path (relative to
-    the folder when inside it, else absolute), modification time (ns) and size, so an edited,
-    replaced or removed recording is decoded again. Unreadable files are never cached (their
-    error is raised again on every load). A cache file that cannot be read is ignored and
-    rewritten. Writes happen in a background (non-daemon) thread, so training starts without
-    waiting for them, and are atomic (temporary file, then rename): processes sharing the
-    directory never see a partial file.
+    The file lives in ``<directory>/fsdd/``, is named ``<hash>.cache`` by a hash of the folder's
+    real path, the feature settings and `CACHE_VERSION`, and holds two ``.npy`` arrays back to
+    back: the index (a structured array of ``key``, ``mtime_ns``, ``size``) and the features
+    (``(entries, *shape)`` float32), read with two ``np.load`` calls on one open file. (Plain
+    ``.npy`` streams, unlike ``.npz``, are written and read by numpy's C code without holding
+    the GIL, so the background write does not slow the first epoch.) Each entry is keyed by the
+    file's path (relative to the folder when inside it, else absolute), modification time (ns)
+    and size, so an edited, replaced or removed recording is decoded again. Unreadable files are
+    never cached (their error is raised again on every load). A cache file that cannot be read
+    is ignored and rewritten. Writes happen in a background (non-daemon) thread, so training
+    starts without waiting for them, and are atomic (temporary file, then rename): processes
+    sharing the directory never see a partial file.
     """
 
     def __init__(self, directory: str, folder: str, settings: dict):
@@ -437,7 +443,7 @@ class FeatureCache:
             sort_keys=True,
         )
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-        self.path = os.path.join(os.path.expanduser(directory), "fsdd", f"{digest}.npz")
+        self.path = os.path.join(os.path.expanduser(directory), "fsdd", f"{digest}.cache")
         self.prefix = os.path.join(folder, "")
 
     def keys(self, paths: list[str]) -> list[str]:
@@ -451,16 +457,17 @@ class FeatureCache:
 
     def _read(self, shape: tuple[int, ...]) -> dict[str, np.ndarray] | None:
         try:
-            with np.load(self.path, allow_pickle=False) as stored:
-                entries = {k: stored[k] for k in ("paths", "stamps", "features")}
+            with open(self.path, "rb") as handle:
+                index = np.load(handle, allow_pickle=False)
+                features = np.load(handle, allow_pickle=False)
         except Exception:  # missing, partial or foreign file: ignored, rewritten later
             return None
-        features, stamps = entries["features"], entries["stamps"]
-        if features.shape[1:] != shape or features.dtype != np.float32:
+        if index.ndim != 1 or index.dtype.names != INDEX_FIELDS:
             return None
-        if stamps.shape != (len(features), 2) or len(entries["paths"]) != len(features):
+        if features.shape != (len(index), *shape) or features.dtype != np.float32:
             return None
-        return entries
+        stamps = np.stack([index["mtime_ns"], index["size"]], axis=1).astype(np.int64)
+        return {"paths": index["key"], "stamps": stamps, "features": features}
 
     def lookup(
         self, paths: list[str], shape: tuple[int, ...]
@@ -515,21 +522,29 @@ class FeatureCache:
         merged = {
             "paths": np.array(self.keys([paths[i] for i in chosen]), dtype=str),
             "stamps": stamps[chosen],
-            "features": features[chosen],
+            # every row, in order (a first run): written as it is, no 15 MB copy
+            "features": features if len(chosen) == len(features) else features[chosen],
         }
         if old is not None:
             kept = ~np.isin(old["paths"], merged["paths"])
             merged = {k: np.concatenate([old[k][kept], merged[k]]) for k in merged}
-        self._write(merged)
+        index = np.empty(
+            len(merged["paths"]),
+            [("key", merged["paths"].dtype), ("mtime_ns", "<i8"), ("size", "<i8")],
+        )
+        index["key"] = merged["paths"]
+        index["mtime_ns"], index["size"] = merged["stamps"].T
+        self._write(index, merged["features"])
 
-    def _write(self, arrays: dict[str, np.ndarray]) -> None:
+    def _write(self, index: np.ndarray, features: np.ndarray) -> None:
         folder = os.path.dirname(self.path)
         try:
             os.makedirs(folder, exist_ok=True)
             handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
             try:
                 with os.fdopen(handle, "wb") as out:
-                    np.savez(out, **arrays)
+                    np.save(out, index, allow_pickle=False)
+                    np.save(out, np.ascontiguousarray(features), allow_pickle=False)
                 os.replace(temporary, self.path)
             except BaseException:
                 os.unlink(temporary)
