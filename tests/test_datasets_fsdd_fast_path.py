@@ -174,6 +174,13 @@ def test_cache_is_found_from_a_relative_root_in_another_directory(clips, tmp_pat
     np.testing.assert_array_equal(x_relative["audio"], x["audio"])
 
 
+def test_in_memory_loaders_gather_in_the_calling_thread(clips):
+    root = os.path.dirname(os.path.dirname(clips[0]))
+    bulk = zoo.datasets.load("fsdd", root, "test", workers=2, feature_cache=False)
+    per_file = zoo.datasets.load("fsdd", root, "test", workers=2, cache=False)
+    assert bulk.workers == 1 and per_file.workers == 2
+
+
 class _Reader:
     """A toy reader: example i is i * ones; read_batch optional and configurable."""
 
