@@ -108,16 +108,17 @@ def test_a_clips_features_do_not_depend_on_the_clips_beside_it(clips, monkeypatc
     np.testing.assert_allclose(from_waves, forward[:10], rtol=0, atol=1e-5)
 
 
-def test_unreadable_files_are_reported_with_zero_rows_and_no_stamp(clips, tmp_path):
+@pytest.mark.parametrize("kind", ["log_mel", "waveform"])
+def test_unreadable_files_are_reported_with_zero_rows_and_no_stamp(clips, tmp_path, kind):
     broken = tmp_path / "recordings" / "9_carol_0.wav"
     broken.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk")
     paths = [clips[0], str(broken), clips[6]]
     stamps = np.full((3, 2), -1, np.int64)
-    out, errors = fsdd.SpeechFeatures().compute_many(paths, stamps)
+    out, errors = fsdd.SpeechFeatures(kind).compute_many(paths, stamps)
     assert list(errors) == [1] and errors[1].path == str(broken)
     assert "unreadable audio file" in str(errors[1])
     assert np.all(out[1] == 0) and stamps[1].tolist() == [-1, -1] and stamps[2, 0] > 0
-    reference = fsdd.SpeechFeatures()(clips[6])
+    reference = fsdd.SpeechFeatures(kind)(clips[6])
     np.testing.assert_allclose(out[2], reference, rtol=0, atol=1e-4)
 
 

@@ -277,7 +277,8 @@ class SpeechFeatures:
                 samples = self._read_samples(paths[index], index, errors, stamps)
                 if self.kind == "waveform":
                     count = 0 if samples is None else min(len(samples), self.length)
-                    np.multiply(samples[:count], scale, out=out[index, :count])
+                    if count:
+                        np.multiply(samples[:count], scale, out=out[index, :count])
                     out[index, count:] = 0
                 else:
                     self._window_clip(workspace, row, samples)
