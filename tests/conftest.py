@@ -61,3 +61,52 @@ def copy_state(source, target) -> None:
     assert len(source.variables) == len(target.variables)
     for a, b in zip(source.variables, target.variables):
         b.assign(np.array(keras.ops.convert_to_numpy(a.value)))
+
+
+def to_numpy(tensor) -> np.ndarray:
+    """A backend tensor or variable as a float64 numpy array (for reference computations)."""
+    return np.asarray(keras.ops.convert_to_numpy(tensor), dtype=np.float64)
+
+
+def assert_resume_equals_never_stopping(
+    tmp_path,
+    build_model,
+    make_trainer,
+    steps_before: int = 2,
+    steps_after: int = 1,
+    prepare=None,
+):
+    """Save -> load -> continue equals a run that never stopped; returns (loaded, straight).
+
+    Two twins (``build_model()`` twice, same state) are wrapped by ``make_trainer(model)`` and
+    compiled with SGD(0.1, momentum 0.9) (optimizer slots must survive the round trip);
+    ``prepare(trainer)`` may set trainer state on both. One trains ``steps_before +
+    steps_after`` steps on `small_batch`; the other ``steps_before``, is saved as ``.keras``,
+    loaded and trains ``steps_after`` more. Trainable weights and every non-trainable variable
+    but RNG seed states (unseeded generators start apart) must agree to 1e-5.
+    """
+    x, y = small_batch()
+    first, second = build_model(), build_model()
+    copy_state(first, second)
+    straight = compile_trainer(make_trainer(first), momentum=0.9)
+    resumed = compile_trainer(make_trainer(second), momentum=0.9)
+    for trainer in (straight, resumed):
+        if prepare is not None:
+            prepare(trainer)
+    for _ in range(steps_before + steps_after):
+        straight.train_on_batch(x, y)
+    for _ in range(steps_before):
+        resumed.train_on_batch(x, y)
+    path = tmp_path / "trainer.keras"
+    resumed.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is type(resumed)
+    for _ in range(steps_after):
+        loaded.train_on_batch(x, y)
+    for a, b in zip(weights_of(loaded), weights_of(straight), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    state = zip(loaded.non_trainable_variables, straight.non_trainable_variables, strict=True)
+    for a, b in state:
+        if "seed" not in a.path:
+            np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-5, atol=1e-6)
+    return loaded, straight

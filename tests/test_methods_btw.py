@@ -7,7 +7,14 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import compile_trainer, copy_state, small_av_model, small_batch, weights_of
+from conftest import (
+    assert_resume_equals_never_stopping,
+    compile_trainer,
+    copy_state,
+    small_av_model,
+    small_batch,
+    weights_of,
+)
 
 import keras_msam
 import zoo
@@ -417,28 +424,13 @@ def test_split_needs_linear_fusion_and_regression_one_output():
 
 
 def test_save_load_and_continue_equals_never_stopping(tmp_path):
-    x, y = small_batch()
     kwargs = {"update_every": 3, "invert": True, "smoothing": 0.7, "log_shapley": False}
-    first, second = _tiny_zoo_model(), _tiny_zoo_model()
-    copy_state(first, second)
-    straight = compile_trainer(keras_msam.BTW(first, **kwargs), momentum=0.9)
-    resumed = compile_trainer(keras_msam.BTW(second, **kwargs), momentum=0.9)
-    for trainer in (straight, resumed):
+
+    def prepare(trainer):
         trainer._mi.assign(np.array([0.4, 0.9], "float32"))
         trainer._running_weight.assign(np.array([1.1, 0.7], "float32"))
-    for _ in range(3):
-        straight.train_on_batch(x, y)
-    for _ in range(2):
-        resumed.train_on_batch(x, y)
-    path = tmp_path / "trainer.keras"
-    resumed.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded) is keras_msam.BTW
+
+    loaded, _ = assert_resume_equals_never_stopping(
+        tmp_path, _tiny_zoo_model, lambda model: keras_msam.BTW(model, **kwargs), prepare=prepare
+    )
     assert loaded.update_every == 3 and loaded.invert is True and loaded.smoothing == 0.7
-    loaded.train_on_batch(x, y)
-    for a, b in zip(weights_of(loaded), weights_of(straight)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    for a, b in zip(loaded.non_trainable_variables, straight.non_trainable_variables):
-        if "seed" in a.path:
-            continue
-        np.testing.assert_allclose(_np(a), _np(b), rtol=1e-5, atol=1e-6)

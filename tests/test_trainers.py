@@ -6,7 +6,14 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import compile_trainer, copy_state, small_av_model, small_batch, weights_of
+from conftest import (
+    assert_resume_equals_never_stopping,
+    compile_trainer,
+    copy_state,
+    small_av_model,
+    small_batch,
+    weights_of,
+)
 
 import keras_msam
 
@@ -249,22 +256,14 @@ def test_mixed_float16_keeps_finite_weights_and_the_right_gradient_magnitude():
 
 
 def test_save_load_and_continue_equals_never_stopping(tmp_path):
-    x, y = small_batch()
-    straight, resumed = _pair(
-        keras_msam.MSAM, {"rho": 0.1}, keras_msam.MSAM, {"rho": 0.1}, momentum=0.9
+    loaded, _ = assert_resume_equals_never_stopping(
+        tmp_path,
+        small_av_model,
+        lambda model: keras_msam.MSAM(model, rho=0.1),
+        steps_before=2,
+        steps_after=2,
     )
-    for _ in range(4):
-        straight.train_on_batch(x, y)
-    for _ in range(2):
-        resumed.train_on_batch(x, y)
-    path = tmp_path / "msam.keras"
-    resumed.save(path)
-    loaded = keras.saving.load_model(path)
     assert isinstance(loaded, keras_msam.MSAM) and loaded.rho == 0.1
-    for _ in range(2):
-        loaded.train_on_batch(x, y)
-    for a, b in zip(weights_of(loaded), weights_of(straight)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_evaluate_and_predict_work_and_validate_inputs():
