@@ -77,6 +77,8 @@ class ExperimentConfig:
     rho: float = 0.05
     num_train: int | None = None
     select_metric: str = "val_accuracy"
+    reference: str | None = None
+    sharpness_rho: float = 0.05
     run_dir: str | None = None
     tensorboard: bool = False
     plots: bool = True
@@ -90,6 +92,14 @@ class ExperimentConfig:
         result["model_options"] = dict(self.model_options)
         result["method_options"] = {k: dict(v) for k, v in self.method_options.items()}
         return result
+
+    def reference_method(self) -> str | None:
+        """The method the paired statistics compare with: ``reference`` when set, else
+        ``joint`` when it is among the methods; None when there is none."""
+        if self.reference is not None:
+            return self.reference
+        labels = [spec.label for spec in self.methods]
+        return "joint" if "joint" in labels else None
 
     def seed_list(self) -> list[int]:
         """The seeds of the runs: ``seed``, ``seed + 1``, … (``seeds`` of them)."""
@@ -251,6 +261,22 @@ def _validated(values: dict[str, Any]) -> ExperimentConfig:
             )
         if not isinstance(options, Mapping):
             raise ConfigError(f"method_options.{name} must be a table, got {options!r}.")
+    if values.get("reference") is not None:
+        reference = parse_method(str(values["reference"])).label
+        labels = [spec.label for spec in values.get("methods", ())] or list(DEFAULT_METHODS)
+        if reference not in labels:
+            raise ConfigError(
+                f"reference {reference!r} is not one of the methods run ({', '.join(labels)}); "
+                "the paired statistics compare every method with it."
+            )
+        if values.get("seeds", 1) < 2:
+            raise ConfigError(
+                f"reference {reference!r} asks for paired statistics, which need at least 2 "
+                f"seeds; got seeds={values.get('seeds', 1)} (benchmark tables use 5)."
+            )
+        values["reference"] = reference
+    if "sharpness_rho" in values:
+        values["sharpness_rho"] = _number("sharpness_rho", values["sharpness_rho"], float, 0.0)
     if values.get("optimizer", "sgd") not in OPTIMIZERS:
         raise ConfigError(
             f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {values['optimizer']!r}."

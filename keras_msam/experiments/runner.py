@@ -28,7 +28,6 @@ shuffling is put at that epoch, so it ends with the weights an uninterrupted run
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import inspect
 import json
@@ -46,46 +45,15 @@ import keras_msam
 import zoo
 from keras_msam.callbacks import ModalityAccuracy, StepTimer
 from keras_msam.experiments.config import ConfigError, ExperimentConfig, MethodSpec
-
-
-@dataclasses.dataclass
-class RunResult:
-    """Test metrics of one method and seed, with the epoch the validation split selected."""
-
-    method: str
-    seed: int
-    accuracy: float
-    modality_accuracy: dict[str, float]
-    mean_shares: dict[str, float]
-    ms_per_step: float
-    best_epoch: int
-    best_value: float
-    epochs: int
-    path: str = ""
-
-    def row(self, select_metric: str) -> dict[str, Any]:
-        """The flat `RUN_COLUMNS` row of results.csv."""
-        row: dict[str, Any] = {"method": self.method, "seed": self.seed, "accuracy": self.accuracy}
-        row.update({f"accuracy_{m}": v for m, v in self.modality_accuracy.items()})
-        row.update({f"share_{m}": v for m, v in self.mean_shares.items()})
-        row.update(
-            {
-                "ms_per_step": self.ms_per_step,
-                "best_epoch": self.best_epoch,
-                f"best_{select_metric}": self.best_value,
-                "epochs": self.epochs,
-            }
-        )
-        return row
-
-
-RUN_COLUMNS = (
-    "method, seed, accuracy, accuracy_<modality>..., share_<modality>..., ms_per_step, "
-    "best_epoch, best_<select_metric>, epochs"
-)
-SUMMARY_COLUMNS = (
-    "method, runs, accuracy_mean, accuracy_std, accuracy_<modality>_mean, "
-    "accuracy_<modality>_std, ..., share_<modality>_mean, ..., ms_per_step_mean"
+from keras_msam.experiments.results import (  # noqa: F401  (re-exported)
+    RUN_COLUMNS,
+    SUMMARY_COLUMNS,
+    RunResult,
+    summarise,
+    to_float,
+    write_csv,
+    write_json,
+    write_results,
 )
 
 
@@ -123,6 +91,8 @@ def trainer_class(name: str) -> type:
 def trainer_options(spec: MethodSpec, config: ExperimentConfig) -> tuple[type, dict[str, Any]]:
     """The trainer class of ``spec`` and its keyword options; unknown options raise."""
     options = config.options_for(spec)
+    for key in RUN_OPTIONS:
+        options.pop(key, None)
     if spec.name in _RHO_METHODS:
         options.setdefault("rho", _RHO_METHODS[spec.name] * config.rho)
     if spec.name == "asam":
@@ -136,6 +106,20 @@ def trainer_options(spec: MethodSpec, config: ExperimentConfig) -> tuple[type, d
             f"its options are {', '.join(sorted(accepted))}."
         )
     return cls, options
+
+
+RUN_OPTIONS = ("lr",)  # method options the runner takes (per-method learning rate), not the trainer
+
+
+def config_for_method(config: ExperimentConfig, spec: MethodSpec) -> ExperimentConfig:
+    """``config`` with the spec's own run options applied (``msam(lr=0.02)``: its learning rate)."""
+    options = config.options_for(spec)
+    if "lr" not in options:
+        return config
+    lr = options["lr"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+        raise ConfigError(f"Method {spec.label!r}: lr must be a positive number, got {lr!r}.")
+    return dataclasses.replace(config, lr=float(lr))
 
 
 def _init_arguments(cls: type) -> set[str]:
@@ -169,6 +153,7 @@ def check_names(config: ExperimentConfig) -> None:
         )
     for spec in config.methods:
         trainer_options(spec, config)
+        config_for_method(config, spec)
 
 
 def make_optimizer(config: ExperimentConfig) -> keras.optimizers.Optimizer:
@@ -203,6 +188,13 @@ class Splits:
     test_arrays: tuple[dict[str, np.ndarray], np.ndarray]
     num_classes: int
     input_shapes: dict[str, tuple[int, ...]]
+    _train_arrays: tuple[dict[str, np.ndarray], np.ndarray] | None = None
+
+    def train_arrays(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The training split as arrays, in file order (read once, for the final metrics)."""
+        if self._train_arrays is None:
+            self._train_arrays = self.train.to_numpy()
+        return self._train_arrays
 
 
 def load_splits(config: ExperimentConfig) -> Splits:
@@ -312,7 +304,7 @@ class _BestCheckpoint(keras.callbacks.Callback):
         if math.isfinite(value) and self._better(value):
             self.model.save_weights(self.weights_path, overwrite=True)
             self.best = {"epoch": epoch, "value": value}
-            _write_json(self.state_path, self.best)
+            write_json(self.state_path, self.best)
 
 
 class _HistoryWriter(keras.callbacks.Callback):
@@ -330,10 +322,10 @@ class _HistoryWriter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         row = {"epoch": epoch}
-        row.update({k: _to_float(v) for k, v in (logs or {}).items()})
+        row.update({k: to_float(v) for k, v in (logs or {}).items()})
         self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
-        _write_json(self.json_path, self.rows)
-        _write_csv(self.csv_path, self.rows)
+        write_json(self.json_path, self.rows)
+        write_csv(self.csv_path, self.rows)
 
     def series(self) -> dict[str, list[float]]:
         """``{log name: per-epoch values}`` over all epochs so far."""
@@ -349,9 +341,13 @@ def train_run(
     splits: Splits,
     directory: str,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    evaluate_test: bool = True,
 ) -> RunResult:
     """Trains one method with one seed into ``directory`` (resuming from its backup if any),
-    restores the best-validation weights and evaluates the test split once."""
+    restores the best-validation weights and evaluates the test split once.
+
+    With ``evaluate_test=False`` (tuning trials) the test split is never touched: the test
+    accuracies, the generalisation gap and the sharpness are NaN."""
     os.makedirs(directory, exist_ok=True)
     metrics_path = os.path.join(directory, "metrics.json")
     if os.path.exists(metrics_path):
@@ -362,7 +358,7 @@ def train_run(
     model = build_model(config, splits)
     trainer = build_trainer(spec, model, config)
     trainer.compile(
-        optimizer=make_optimizer(config),
+        optimizer=make_optimizer(config_for_method(config, spec)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -394,11 +390,16 @@ def train_run(
     trainer.save_weights(os.path.join(directory, "final.weights.h5"), overwrite=True)
     if best.best["epoch"] >= 0:
         trainer.load_weights(best.weights_path)
-    x_test, y_test = splits.test_arrays
-    accuracies = keras_msam.modality_accuracies(trainer, x_test, y_test)
+    names = trainer.modality_names
+    if evaluate_test:
+        x_test, y_test = splits.test_arrays
+        accuracies = keras_msam.modality_accuracies(trainer, x_test, y_test)
+        train_accuracy, sharp = _train_accuracy_and_sharpness(trainer, splits, config)
+    else:
+        accuracies = {"multimodal": math.nan, **{n: math.nan for n in names}}
+        train_accuracy = sharp = math.nan
     _save_model(model, os.path.join(directory, "best_model.keras"))
     series = history.series()
-    names = trainer.modality_names
     steps_per_epoch = len(splits.train)
     result = RunResult(
         method=spec.label,
@@ -414,9 +415,31 @@ def train_run(
         best_value=float(best.best["value"]) if best.best["value"] is not None else math.nan,
         epochs=len(history.rows),
         path=directory,
+        train_accuracy=train_accuracy,
+        sharpness=sharp,
     )
-    _write_json(metrics_path, dataclasses.asdict(result))
+    result.generalisation_gap = train_accuracy - result.accuracy
+    write_json(metrics_path, dataclasses.asdict(result))
     return result
+
+
+SHARPNESS_EXAMPLES = 512  # training examples the final sharpness is measured on
+
+
+def _train_accuracy_and_sharpness(
+    trainer: keras_msam.MultimodalTrainer, splits: Splits, config: ExperimentConfig
+) -> tuple[float, float]:
+    """The selected weights' accuracy on the whole training split, and the loss sharpness at
+    ``config.sharpness_rho`` on its first `SHARPNESS_EXAMPLES` examples (NaN when ρ = 0)."""
+    x_train, y_train = splits.train_arrays()
+    accuracy = keras_msam.modality_accuracies(trainer, x_train, y_train)
+    if config.sharpness_rho <= 0:
+        return accuracy["multimodal"], math.nan
+    head = _head(x_train, SHARPNESS_EXAMPLES)
+    measured = keras_msam.analysis.sharpness(
+        trainer.model, head, y_train[:SHARPNESS_EXAMPLES], rho=config.sharpness_rho
+    )
+    return accuracy["multimodal"], float(measured["sharpness"])
 
 
 def _require_tensorboard() -> None:
@@ -478,7 +501,7 @@ def run_experiment(
             extra = callbacks(spec, seed) if callbacks is not None else ()
             runs.append(train_run(config, spec, seed, splits, directory, extra))
             write_results(run_dir, config, runs)
-    summary = write_results(run_dir, config, runs)
+    summary = write_results(run_dir, config, runs, final=True)
     plots: list[str] = []
     if config.plots and _has_matplotlib():
         from keras_msam.experiments.plots import plot_experiment
@@ -526,69 +549,7 @@ def _claim_run_dir(run_dir: str, config: ExperimentConfig) -> None:
             )
         return
     os.makedirs(run_dir, exist_ok=True)
-    _write_json(path, record)
+    write_json(path, record)
 
 
 _FREE_KEYS = ("verbose", "plots", "tensorboard", "run_dir", "backend")  # may change between resumes
-
-
-def summarise(runs: Sequence[RunResult]) -> list[dict[str, Any]]:
-    """One `SUMMARY_COLUMNS` row per method: mean and (population) std over its seeds."""
-    rows = []
-    for method in dict.fromkeys(r.method for r in runs):
-        group = [r for r in runs if r.method == method]
-        row: dict[str, Any] = {"method": method, "runs": len(group)}
-        row["accuracy_mean"], row["accuracy_std"] = _mean_std([r.accuracy for r in group])
-        for name in group[0].modality_accuracy:
-            mean, std = _mean_std([r.modality_accuracy[name] for r in group])
-            row[f"accuracy_{name}_mean"], row[f"accuracy_{name}_std"] = mean, std
-        for name in group[0].mean_shares:
-            row[f"share_{name}_mean"] = _mean_std([r.mean_shares[name] for r in group])[0]
-        row["ms_per_step_mean"] = _mean_std([r.ms_per_step for r in group])[0]
-        rows.append(row)
-    return rows
-
-
-def write_results(
-    run_dir: str, config: ExperimentConfig, runs: Sequence[RunResult]
-) -> list[dict[str, Any]]:
-    """Writes results.csv/json (per run) and summary.csv/json (per method); returns the summary."""
-    rows = [r.row(config.select_metric) for r in runs]
-    summary = summarise(runs)
-    _write_csv(os.path.join(run_dir, "results.csv"), rows)
-    _write_csv(os.path.join(run_dir, "summary.csv"), summary)
-    _write_json(
-        os.path.join(run_dir, "results.json"),
-        {"config": config.to_dict(), "runs": rows, "summary": summary},
-    )
-    _write_json(os.path.join(run_dir, "summary.json"), summary)
-    return summary
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    array = np.asarray(values, dtype=float)
-    return float(np.mean(array)), float(np.std(array))
-
-
-def _to_float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float(np.asarray(value))
-
-
-def _write_json(path: str, value: Any) -> None:
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(value, handle, indent=2, default=_to_float)
-    os.replace(temporary, path)  # never a half-written file after a kill
-
-
-def _write_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temporary, path)

@@ -1,9 +1,11 @@
-"""The plain-text results table printed by `keras-msam compare`."""
+"""The plain-text and Markdown results tables printed by `keras-msam compare` and `report`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+from keras_msam.experiments.stats import format_difference
 
 
 def _percent(row: dict[str, Any], key: str) -> str:
@@ -13,26 +15,60 @@ def _percent(row: dict[str, Any], key: str) -> str:
     return f"{mean:.1f}%"
 
 
+def _paired_cells(row: dict[str, Any], reference: str | None) -> list[str]:
+    """Δ [95 % CI] in points, W/T/L, Holm p and the verdict; "reference" / "—" otherwise."""
+    if reference is None:
+        return []
+    if row["method"] == reference:
+        return ["(reference)", "", "", ""]
+    if "diff_mean" not in row:
+        return ["—", "", "", ""]
+    return [
+        format_difference(row),
+        f"{row['wins']}/{row['ties']}/{row['losses']}",
+        f"{row['p_holm']:.3f}",
+        row["verdict"],
+    ]
+
+
+def _reference(summary: Sequence[dict[str, Any]]) -> str | None:
+    for row in summary:
+        if row.get("reference"):
+            return str(row["reference"])
+    return None
+
+
+def _paired_header(reference: str | None) -> list[str]:
+    if reference is None:
+        return []
+    return [f"Δ vs {reference} [95% CI]", "W/T/L", "p (Holm)", "verdict"]
+
+
 def format_table(summary: Sequence[dict[str, Any]], names: Sequence[str]) -> str:
     """Method, multimodal accuracy, each modality's accuracy alone (the others zeroed), mean
-    Shapley share per modality, ms per step; mean ± std when a method ran with several seeds."""
+    Shapley share per modality, ms per step; mean ± std when a method ran with several seeds;
+    with a reference method, the paired difference of the multimodal accuracy (points, 95 %
+    CI), wins/ties/losses over seeds, the Holm-adjusted p-value and the verdict."""
+    reference = _reference(summary)
     header = (
         ["method", "acc (all)"]
         + [f"acc ({n} only)" for n in names]
         + [f"share {n}" for n in names]
         + ["ms/step"]
+        + _paired_header(reference)
     )
     rows = [
         [row["method"], _percent(row, "accuracy")]
         + [_percent(row, f"accuracy_{n}") for n in names]
         + [f"{row[f'share_{n}_mean']:.2f}" for n in names]
         + [f"{row['ms_per_step_mean']:.1f}"]
+        + _paired_cells(row, reference)
         for row in summary
     ]
     widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(lines)
 
 
@@ -43,11 +79,13 @@ def format_markdown(summary: Sequence[dict[str, Any]], names: Sequence[str]) -> 
         mean, std = 100 * row[f"{key}_mean"], 100 * row[f"{key}_std"]
         return f"{mean:.1f} ± {std:.1f}" if row["runs"] > 1 else f"{mean:.1f}"
 
+    reference = _reference(summary)
     header = (
         ["method", "runs", "acc (all) %"]
         + [f"acc ({n} only) %" for n in names]
         + [f"share {n}" for n in names]
         + ["ms/step"]
+        + _paired_header(reference)
     )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in summary:
@@ -56,6 +94,7 @@ def format_markdown(summary: Sequence[dict[str, Any]], names: Sequence[str]) -> 
             + [cell(row, f"accuracy_{n}") for n in names]
             + [f"{row[f'share_{n}_mean']:.2f}" for n in names]
             + [f"{row['ms_per_step_mean']:.1f}"]
+            + _paired_cells(row, reference)
         )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
