@@ -22,6 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from keras_msam.cli.commands import add_benchmark_arguments, run_benchmark, run_report, run_tune
 from keras_msam.experiments.config import (
     DEFAULT_METHODS,
     METHODS,
@@ -72,6 +73,29 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.05)")
     parser.add_argument("--momentum", type=float, default=None, help="SGD momentum (default: 0.9)")
     parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="weight decay: L2 added to the gradient for sgd/adam (as PyTorch's), decoupled for "
+        "adamw (default: none; Keras's 0.004 for adamw)",
+    )
+    parser.add_argument(
+        "--lr-schedule",
+        choices=("constant", "step", "cosine"),
+        default=None,
+        help="constant, step (x lr-gamma every lr-step-size epochs) or cosine (to 0 at the "
+        "last step) (default: constant)",
+    )
+    parser.add_argument(
+        "--lr-step-size",
+        type=int,
+        default=None,
+        help="epochs between step decays (default: 70)",
+    )
+    parser.add_argument(
+        "--lr-gamma", type=float, default=None, help="step decay factor (default: 0.1)"
+    )
+    parser.add_argument(
         "--rho", type=float, default=None, help="SAM/M-SAM neighbourhood radius (default: 0.05)"
     )
     parser.add_argument(
@@ -84,6 +108,11 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--select-metric",
         default=None,
         help="validation log that selects the best epoch (default: val_accuracy)",
+    )
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="method the others are compared with, paired by seed (default: joint when run)",
     )
     parser.add_argument(
         "--run-dir",
@@ -131,12 +160,47 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--method", default=None, help="one method, e.g. msam or msam(rho=0.1) (default: msam)"
     )
+    tune = commands.add_parser(
+        "tune",
+        help="tune every method on validation data (equal trials each), then compare the "
+        "selected settings on test with paired seeds",
+    )
+    _add_training_arguments(tune)
+    tune.add_argument("--methods", default=None, help="methods to tune (default: joint,sam,msam)")
+    tune.add_argument("--trials", type=int, default=None, help="trials per method (default: 8)")
+    tune.add_argument("--trial-seeds", type=int, default=None, help="seeds per trial (default: 2)")
+    tune.add_argument(
+        "--final-seeds",
+        type=int,
+        default=None,
+        help="seeds of the final run of each selected setting (default: 5)",
+    )
+    tune.add_argument("--sampler", choices=("tpe", "random"), default=None, help="(default: tpe)")
+    tune.add_argument(
+        "--search",
+        action="append",
+        default=None,
+        metavar="METHOD.PARAM=LOW:HIGH[:log|linear|int]",
+        help="replace one search range, e.g. msam.rho=0.005:0.5:log or msam.lr=[0.01,0.05] "
+        "(repeatable)",
+    )
+    benchmark = commands.add_parser(
+        "benchmark", help="run a benchmark suite (imbalance regimes on real speech)"
+    )
+    add_benchmark_arguments(benchmark)
     report = commands.add_parser(
-        "report", help="print the summary table of one or more run directories"
+        "report",
+        help="print the summary of one or more run directories, paired statistics and the "
+        "failure signatures found",
     )
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     report.add_argument(
         "--format", choices=("text", "markdown"), default="text", help="(default: text)"
+    )
+    report.add_argument(
+        "--reference",
+        default=None,
+        help="method to compare with, paired by seed (default: the run's own, else joint)",
     )
     try:
         from zoo.datasets.cli import add_data_commands
@@ -225,8 +289,14 @@ def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any] | None
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
+    file_values, overrides = _settings_from_args(args)
+    return build_config(file_values, overrides, source=args.config or "configuration")
+
+
+def _settings_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The --config file's values and the command line's overrides (None: not given)."""
     file_values = read_config_file(args.config) if args.config else {}
-    methods = args.methods if args.command == "compare" else args.method
+    methods = args.method if args.command == "train" else args.methods
     if args.command == "train" and methods is None and "methods" not in file_values:
         methods = "msam"
     overrides = {
@@ -244,35 +314,20 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         "optimizer": args.optimizer,
         "lr": args.lr,
         "momentum": args.momentum,
+        "weight_decay": args.weight_decay,
+        "lr_schedule": args.lr_schedule,
+        "lr_step_size": args.lr_step_size,
+        "lr_gamma": args.lr_gamma,
         "rho": args.rho,
         "num_train": args.num_train,
         "select_metric": args.select_metric,
+        "reference": args.reference,
         "run_dir": args.run_dir,
         "tensorboard": args.tensorboard,
         "plots": args.plots,
         "verbose": 0 if args.quiet else None,
     }
-    return build_config(file_values, overrides, source=args.config or "configuration")
-
-
-def _report(run_dirs: Sequence[str], style: str) -> int:
-    """Prints the per-method summary of run directories (rows in the order given)."""
-    import json
-
-    from keras_msam.experiments.table import format_markdown, format_table, modality_names
-
-    rows = []
-    for run_dir in run_dirs:
-        path = os.path.join(run_dir, "summary.json")
-        if not os.path.exists(path):
-            raise SystemExit(f"keras-msam: {path} does not exist; is {run_dir!r} a run directory?")
-        with open(path) as handle:
-            rows += json.load(handle)
-    if not rows:
-        raise SystemExit(f"keras-msam: no finished runs in {', '.join(run_dirs)}.")
-    names = modality_names(rows)
-    print(format_markdown(rows, names) if style == "markdown" else format_table(rows, names))
-    return 0
+    return file_values, overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -283,8 +338,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "data":
         return int(args.func(args))
     if args.command == "report":
-        return _report(args.run_dirs, args.format)
+        return run_report(args.run_dirs, args.format, args.reference)
+    if args.command == "benchmark":
+        return run_benchmark(args, backend)
     try:
+        if args.command == "tune":
+            return run_tune(args, backend, _settings_from_args)
         config = _config_from_args(args)
         if config.backend is not None and config.backend != backend:
             _select_backend(config.backend)

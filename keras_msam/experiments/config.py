@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,7 @@ from typing import Any
 METHODS = ("joint", "sam", "msam", "asam", "ogmge", "agm", "btw", "mwam", "dlw")
 DEFAULT_METHODS = ("joint", "sam", "msam")
 OPTIMIZERS = ("sgd", "adam", "adamw")  # sgd uses `momentum`
+LR_SCHEDULES = ("constant", "step", "cosine")  # see runner.make_optimizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +49,13 @@ class MethodSpec:
             return self.name
         inner = ",".join(f"{key}={value!r}" for key, value in self.options)
         return f"{self.name}({inner})".replace("'", "")
+
+    @property
+    def text(self) -> str:
+        """The spec as `parse_method` reads it back (string values keep their quotes)."""
+        if not self.options:
+            return self.name
+        return f"{self.name}({','.join(f'{key}={value!r}' for key, value in self.options)})"
 
     @property
     def slug(self) -> str:
@@ -74,6 +83,12 @@ class ExperimentConfig:
     optimizer: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
+    # Coupled L2 for sgd/adam (PyTorch's weight_decay), decoupled for adamw; None: the optimizer's
+    # own default (none; Keras's 0.004 for adamw). See runner.make_optimizer.
+    weight_decay: float | None = None
+    lr_schedule: str = "constant"  # "step": x lr_gamma every lr_step_size epochs; "cosine": to 0
+    lr_step_size: int = 70
+    lr_gamma: float = 0.1
     rho: float = 0.05
     num_train: int | None = None
     select_metric: str = "val_accuracy"
@@ -281,12 +296,37 @@ def _validated(values: dict[str, Any]) -> ExperimentConfig:
         raise ConfigError(
             f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {values['optimizer']!r}."
         )
+    _validate_schedule(values)
     if values.get("backend") not in (None, "jax", "tensorflow", "torch"):
         raise ConfigError(f"backend must be jax, tensorflow or torch, got {values['backend']!r}.")
     for key in ("tensorboard", "plots"):
         if key in values and not isinstance(values[key], bool):
             raise ConfigError(f"{key} must be true or false, got {values[key]!r}.")
     return ExperimentConfig(**values)
+
+
+def _validate_schedule(values: dict[str, Any]) -> None:
+    """Checks ``weight_decay`` (finite, >= 0, or None), ``lr_schedule`` (one of
+    `LR_SCHEDULES`), ``lr_step_size`` (epochs, >= 1) and ``lr_gamma`` (> 0)."""
+    if values.get("weight_decay") is not None:
+        values["weight_decay"] = _number("weight_decay", values["weight_decay"], float, 0.0)
+        if not math.isfinite(values["weight_decay"]):
+            raise ConfigError(
+                f"weight_decay must be a finite number, got {values['weight_decay']!r}."
+            )
+    if "lr_schedule" in values:
+        schedule = values["lr_schedule"]
+        if not isinstance(schedule, str) or schedule.lower() not in LR_SCHEDULES:
+            raise ConfigError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}."
+            )
+        values["lr_schedule"] = schedule.lower()
+    if "lr_step_size" in values:
+        values["lr_step_size"] = _number("lr_step_size", values["lr_step_size"], int, 1)
+    if "lr_gamma" in values:
+        values["lr_gamma"] = _number("lr_gamma", values["lr_gamma"], float, -math.inf)
+        if not 0.0 < values["lr_gamma"] < math.inf:
+            raise ConfigError(f"lr_gamma must be a positive number, got {values['lr_gamma']!r}.")
 
 
 def _number(key: str, value: Any, kind: type, minimum: float) -> Any:

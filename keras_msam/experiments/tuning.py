@@ -237,6 +237,7 @@ def tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
     experiment = dataclasses.replace(experiment, run_dir=run_dir)
     _claim(run_dir, config)
     splits = runner.load_splits(experiment)
+    runner.enable_compilation_cache()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     trial_seeds = [
         experiment.seed + config.trial_seed_offset + i for i in range(config.trial_seeds)
@@ -306,7 +307,8 @@ def tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
             "trial": best["number"],
             "params": best["params"],
             experiment.select_metric: best["value"],
-            "spec": _final_spec(spec, best["params"]).label,
+            "spec": _final_spec(spec, best["params"]).text,
+            "label": _final_spec(spec, best["params"]).label,
         }
     _write_trials(run_dir, all_trials)
     runner.write_json(os.path.join(run_dir, "tuning", "selected.json"), selected)
@@ -335,13 +337,12 @@ def _final_run(
     from keras_msam.experiments.config import parse_method
 
     specs = tuple(parse_method(entry["spec"]) for entry in selected.values())
-    labels = dict(zip(selected, (s.label for s in specs)))
     reference = experiment.reference_method()
     final = dataclasses.replace(
         experiment,
         methods=specs,
         seeds=config.final_seeds,
-        reference=labels.get(reference) if reference is not None else None,
+        reference=specs[list(selected).index(reference)].label if reference in selected else None,
         run_dir=os.path.join(experiment.run_dir, "final"),
     )
     log(f"\n== final: {', '.join(s.label for s in specs)}, seeds {final.seed_list()} ==")
