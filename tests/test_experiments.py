@@ -115,6 +115,7 @@ def test_runner_writes_documented_files_and_selects_on_validation(tmp_path):
     assert list(rows[0]) == [
         "method", "seed", "accuracy", "accuracy_audio", "accuracy_visual", "share_audio",
         "share_visual", "ms_per_step", "best_epoch", "best_val_accuracy", "epochs",
+        "train_accuracy", "generalisation_gap", "sharpness",
     ]  # fmt: skip
     assert [(r["method"], r["seed"]) for r in rows] == [
         ("joint", "0"), ("joint", "1"), ("msam", "0"), ("msam", "1"),
