@@ -138,3 +138,22 @@ def test_tune_from_the_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no hyperparameter 'gamma'"):
         main(["tune", "--methods", "joint,sam", "--search", "sam.gamma=0.1:0.2",
               "--run-dir", str(tmp_path / "bad")])  # fmt: skip
+
+
+def test_qmc_design_is_deterministic_in_range_and_spread():
+    from keras_msam.experiments.tuning import qmc_point
+
+    space = {"lr": (0.025, 0.4, "log"), "rho": (0.005, 0.5, "log"), "k": (1, 10, "int"),
+             "perturb": ["all", "dominant"]}  # fmt: skip
+    points = [qmc_point(space, number, seed=0) for number in range(8)]
+    assert points == [qmc_point(space, number, seed=0) for number in range(8)]
+    assert points != [qmc_point(space, number, seed=1) for number in range(8)]
+    for point in points:
+        assert 0.025 <= point["lr"] <= 0.4 and 0.005 <= point["rho"] <= 0.5
+        assert 1 <= point["k"] <= 10 and point["perturb"] in ("all", "dominant")
+    # low discrepancy: 8 points put exactly one in each eighth of the (log) lr range
+    import math
+
+    eighths = sorted(int(8 * math.log(p["lr"] / 0.025) / math.log(16)) for p in points)
+    assert eighths == list(range(8))
+    assert {p["perturb"] for p in points} == {"all", "dominant"}

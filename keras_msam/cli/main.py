@@ -175,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seeds of the final run of each selected setting (default: 5)",
     )
-    tune.add_argument("--sampler", choices=("tpe", "random"), default=None, help="(default: tpe)")
+    tune.add_argument(
+        "--sampler", choices=("qmc", "tpe", "random"), default=None, help="(default: qmc)"
+    )
     tune.add_argument(
         "--search",
         action="append",

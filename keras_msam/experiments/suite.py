@@ -106,9 +106,9 @@ class SuiteConfig:
     regimes: tuple[str, ...] = tuple(r.name for r in REGIMES)
     epochs: int = 15
     seeds: int = 5
-    trials: int = 4
+    trials: int = 6
     trial_seeds: int = 2
-    lr: float = 0.05
+    lr: float = 0.1  # the centre of the tuned range [lr / 4, lr * 4]
     batch_size: int = 64
     checks: bool = True
     rho_sweep: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5)
