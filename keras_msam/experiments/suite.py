@@ -326,6 +326,7 @@ def regime_rows(
             row[f"accuracy_{name}"] = summary[f"accuracy_{name}_mean"]
         for name in names:
             row[f"share_{name}"] = summary[f"share_{name}_mean"]
+        row["validation"] = summary.get("best_val_accuracy_mean")  # what defaults are chosen on
         row["generalisation_gap"] = summary.get("generalisation_gap_mean")
         row["sharpness"] = summary.get("sharpness_mean")
         for metric in ["accuracy", *(f"accuracy_{n}" for n in names)]:
@@ -372,6 +373,7 @@ def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
     header = [
         "regime", "fusion", "check", "method", "acc %", "Δ acc vs joint [95% CI]", "W/T/L",
         "p (Holm)", "verdict", "unimodal acc % (Δ [95% CI])", "shares", "gap", "sharpness",
+        "val acc %",
     ]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -397,6 +399,7 @@ def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
             shares,
             pct(row.get("generalisation_gap")),
             "" if row.get("sharpness") is None else f"{row['sharpness']:.3f}",
+            pct(row.get("validation")),
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
