@@ -110,6 +110,12 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="validation log that selects the best epoch (default: val_accuracy)",
     )
     parser.add_argument(
+        "--sharpness-rho",
+        type=float,
+        default=None,
+        help="ρ of the final-minimum sharpness recorded per run; 0 skips it (default: 0.05)",
+    )
+    parser.add_argument(
         "--reference",
         default=None,
         help="method the others are compared with, paired by seed (default: joint when run)",
@@ -324,6 +330,7 @@ def _settings_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[
         "num_train": args.num_train,
         "select_metric": args.select_metric,
         "reference": args.reference,
+        "sharpness_rho": args.sharpness_rho,
         "run_dir": args.run_dir,
         "tensorboard": args.tensorboard,
         "plots": args.plots,
