@@ -88,6 +88,7 @@ def test_quick_suite_end_to_end_and_resume(tmp_path):
     assert any("perturb=dominant" in m for m in labels)
     assert {c for c, _ in checks} == {"methods", "epochs=1", "epochs=2"}
     assert (tmp_path / "suite" / "plots" / "regimes.png").exists()
+    assert (tmp_path / "suite" / "plots" / "share_trajectories.png").exists()
     assert (tmp_path / "suite" / "regimes.md").read_text().startswith("| regime |")
     # tuning selected on validation only: its trial runs have no test accuracy
     trial = json.loads((tmp_path / "suite" / "tune-late" / "tuning" / "selected.json").read_text())

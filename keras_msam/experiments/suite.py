@@ -199,12 +199,8 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] = print) -> dict[s
             specs = tuned[fusion]
             values = experiment_values(config, regime, fusion, specs)
             values["reference"] = specs[0]
-            if regime.name == BASE_REGIME:  # the tuner's final run is this regime's run
-                values["run_dir"] = os.path.join(config.run_dir, f"tune-{fusion}", "final")
-            else:
-                values["run_dir"] = os.path.join(
-                    config.run_dir, "regimes", f"{regime.name}-{fusion}"
-                )
+            # the base regime's run is the tuner's final run (same settings)
+            values["run_dir"] = _run_dirs(config, [regime])[regime.name, fusion]
             log(f"\n=== regime {regime.name}, {fusion} fusion ===")
             result = run_experiment(build_config(values), log=log)
             rows += regime_rows(regime, fusion, result.run_dir)
@@ -214,8 +210,25 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] = print) -> dict[s
         fusion = "late" if "late" in tuned else config.fusions[0]
         check_rows = run_checks(config, base, tuned[fusion], log)
         write_table(config.run_dir, "checks", check_rows)
-    _plot_regimes(config.run_dir, rows)
+    from keras_msam.experiments.suite_plots import plot_regimes, plot_share_trajectories
+
+    plot_regimes(config.run_dir, rows)
+    plot_share_trajectories(config.run_dir, _run_dirs(config, regimes))
     return {"regimes": rows, "checks": check_rows}
+
+
+def _run_dirs(config: SuiteConfig, regimes: Sequence[Regime]) -> dict[tuple[str, str], str]:
+    """``{(regime, fusion): run directory}`` of the regime stage."""
+    dirs = {}
+    for regime in regimes:
+        for fusion in config.fusions:
+            if regime.name == BASE_REGIME:
+                dirs[regime.name, fusion] = os.path.join(config.run_dir, f"tune-{fusion}", "final")
+            else:
+                dirs[regime.name, fusion] = os.path.join(
+                    config.run_dir, "regimes", f"{regime.name}-{fusion}"
+                )
+    return dirs
 
 
 def tune_fusion(
@@ -403,41 +416,6 @@ def format_rows(rows: Sequence[Mapping[str, Any]]) -> str:
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
-
-
-def _plot_regimes(run_dir: str, rows: Sequence[Mapping[str, Any]]) -> str | None:
-    """Δ multimodal accuracy vs Joint with 95 % CIs, one row per regime × fusion × method."""
-    import importlib.util
-
-    points = [r for r in rows if "diff" in r]
-    if not points or importlib.util.find_spec("matplotlib") is None:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    methods = list(dict.fromkeys(parse_method(r["method"]).name for r in points))
-    figure, axis = plt.subplots(figsize=(8, 0.32 * len(points) + 1.5))
-    labels = []
-    for index, row in enumerate(points):
-        name = parse_method(row["method"]).name
-        color = f"C{methods.index(name)}"
-        low, high = 100 * row["diff_ci_low"], 100 * row["diff_ci_high"]
-        axis.plot([low, high], [index, index], color=color)
-        axis.plot(100 * row["diff"], index, "o", color=color)
-        labels.append(f"{row['regime']} / {row['fusion']} / {name}")
-    axis.axvline(0, color="black", linewidth=0.8)
-    axis.set_yticks(range(len(points)), labels, fontsize=7)
-    axis.invert_yaxis()
-    axis.set_xlabel("Δ test accuracy vs Joint (points), mean and 95% CI over paired seeds")
-    axis.set_title("Imbalance regimes: each method against tuned Joint")
-    path = os.path.join(run_dir, "plots", "regimes.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
 
 
 def write_example_configs(config: SuiteConfig, directory: str) -> list[str]:
