@@ -73,6 +73,8 @@ CASES = [
             "hidden": 8,
         },
     ),
+    ("late_fusion_av3_cnn", "late_fusion_av3_cnn", {"width": 16}),
+    ("early_fusion_av3_cnn", "early_fusion_av3_cnn", {"width": 16}),
 ]
 CASE_IDS = [case_id for case_id, _, _ in CASES]
 _BUILT: dict[str, MultimodalClassifier] = {}

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from zoo.datasets import av_digits_regimes as regimes
 from zoo.datasets import fsdd
 from zoo.datasets._common import Problems
 from zoo.datasets._io import require, split_indices
@@ -73,10 +74,20 @@ class AVDigitsReader:
 
     ``split_images`` are the split's 8x8 images and ``pairs[i]`` the image of example i;
     images are upscaled to 28x28 per batch, so no (N, 28, 28) copy of the split is made.
+    ``visual`` (N, 28, 28, 1), when given, holds every example's (degraded) image instead, and
+    ``extra`` further image inputs ``{modality: (N, 28, 28, 1)}`` (the regimes' ``visual2``).
     """
 
-    def __init__(self, speech: fsdd.FSDDReader, split_images: np.ndarray, pairs: np.ndarray):
+    def __init__(
+        self,
+        speech: fsdd.FSDDReader,
+        split_images: np.ndarray,
+        pairs: np.ndarray,
+        visual: np.ndarray | None = None,
+        extra: dict[str, np.ndarray] | None = None,
+    ):
         self.speech, self.split_images, self.pairs = speech, split_images, pairs
+        self.visual, self.extra = visual, dict(extra or {})
 
     @property
     def paths(self) -> list[str]:
@@ -89,18 +100,27 @@ class AVDigitsReader:
     @property
     def images(self) -> np.ndarray:
         """Every example's 28x28 image, in example order, (N, 28, 28, 1)."""
+        if self.visual is not None:
+            return self.visual
         return upscale(self.split_images[self.pairs])
 
+    def _images(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        if self.visual is not None:
+            visual = self.visual[indices]
+        else:
+            visual = upscale(self.split_images[self.pairs[indices]])
+        return {"visual": visual, **{m: a[indices] for m, a in self.extra.items()}}
+
     def read_batch(self, indices: np.ndarray) -> dict[str, np.ndarray] | None:
-        """Both modalities of a batch, one gather each (None: read them one by one)."""
+        """Every modality of a batch, one gather each (None: read them one by one)."""
         audio = self.speech.audio_batch(indices)
         if audio is None:
             return None
-        return {"audio": audio, "visual": upscale(self.split_images[self.pairs[indices]])}
+        return {"audio": audio, **self._images(np.asarray(indices))}
 
     def __call__(self, index: int) -> dict[str, np.ndarray]:
-        visual = upscale(self.split_images[self.pairs[index]][None])[0]
-        return {"audio": self.speech.audio(index), "visual": visual}
+        images = {m: a[0] for m, a in self._images(np.array([index])).items()}
+        return {"audio": self.speech.audio(index), **images}
 
 
 def _build(
@@ -112,6 +132,7 @@ def _build(
     cache: bool = True,
     **options,
 ) -> FileDataset:
+    regime = regimes.Regime.pop(options)
     features = fsdd.SpeechFeatures(**fsdd._pop(options, fsdd.FEATURE_OPTIONS))
     split_options = fsdd._pop(options, fsdd.SPLIT_OPTIONS)
     records = fsdd.split_records(fsdd.index_recordings(root, problems), split, **split_options)
@@ -120,10 +141,46 @@ def _build(
     labels = np.array([r[1] for r in records], np.int32)
     images, image_labels = image_split(split)
     pairs = pair_images(labels, image_labels, pairing_seed)
+    second = None
+    if regime.third_modality == "visual2":
+        second = regimes.second_pairs(pairs, image_labels, regime.rng(split, regimes.PAIR2_STREAM))
+    if split == "train" and regime.train_fraction < 1:
+        keep = regimes.stratified_subset(
+            labels, regime.train_fraction, regime.rng(split, regimes.SUBSET_STREAM)
+        )
+        records, labels, pairs = [records[i] for i in keep], labels[keep], pairs[keep]
+        second = None if second is None else second[keep]
+    if regime.audio_degraded:
+        options.pop("feature_cache", None)  # never mixed with clean features on disk
+        options["workers"] = 1  # batches are gathers from memory (see fsdd.make_reader)
+        speech = regimes.DegradedSpeechReader(
+            [r[0] for r in records], features, labels, regime, split
+        )
+    else:
+        speech = fsdd.make_reader(root, records, features, cache, options)
+    visual = None
+    if regime.visual_degraded:
+        visual, _ = regimes.degrade_images(
+            upscale(images[pairs]),
+            regime.visual_blur,
+            regime.visual_occlusion,
+            regime.visual_noise,
+            regime.rng(split, regimes.VISUAL_STREAM),
+        )
+    extra, shapes = {}, {"audio": features.shape, "visual": VISUAL_SHAPE}
+    if second is not None:
+        extra["visual2"], _ = regimes.degrade_images(
+            upscale(images[second]),
+            regime.visual2_blur,
+            regime.visual2_occlusion,
+            regime.visual2_noise,
+            regime.rng(split, regimes.VISUAL2_STREAM),
+        )
+        shapes["visual2"] = VISUAL_SHAPE
     return FileDataset(
-        AVDigitsReader(fsdd.make_reader(root, records, features, cache, options), images, pairs),
+        AVDigitsReader(speech, images, pairs, visual=visual, extra=extra),
         labels,
-        {"audio": features.shape, "visual": VISUAL_SHAPE},
+        shapes,
         on_error=on_error,
         cache=cache,
         num_classes=NUM_CLASSES,
@@ -149,12 +206,51 @@ def load(root: str, split: str, **options) -> FileDataset:
     Use `write_avmnist_layout` to save it in the AV-MNIST layout for the ``avmnist`` loader.
     Audio features are computed for the whole split at the first batch read and kept in memory
     and (log-mel) on disk, as FSDD's (``cache``, ``feature_cache``; see ``fsdd.load``).
+
+    Imbalance regimes (`zoo.datasets.av_digits_regimes`): options that move which modality
+    dominates, and by how much. Each is off by default (the data are then exactly as without
+    it); each is drawn from ``degrade_seed`` (int >= 0, default 0; the same seed gives the same
+    arrays), independently per split, and applies to train, validation and test alike unless
+    said otherwise. A value out of range raises a ValueError naming the option.
+
+    - ``audio_snr_db`` (float dB, default None = clean): each recording is mixed with noise at
+      this signal-to-noise ratio, on the waveform before the features, so "audio" holds the
+      features of the noisy recording. The SNR is exact over the clip's active samples (its
+      own samples, before the zero padding to ``duration``); noise covers only those, and the
+      mixture is not clipped. ``audio_noise``: ``"babble"`` (default) = the sum of
+      ``babble_talkers`` (default 3, 1..9) other recordings of the same split, of distinct
+      digits all different from the example's, each scaled to unit RMS and repeated to cover
+      the clip; ``"white"`` = Gaussian noise. The mixtures are computed for the whole split
+      at the first read (also with ``cache=False``; about 0.6 s for 2400 recordings) and
+      never use the disk cache, so clean and noisy features are never mixed up.
+    - ``visual_blur`` (Gaussian sigma in pixels of the 28x28 image, default 0),
+      ``visual_occlusion`` (fraction in [0, 1] of the 28x28 area covered by a zero square at a
+      random position inside the image, drawn per example; default 0) and ``visual_noise``
+      (std of additive Gaussian pixel noise, clipped to [0, 1]; default 0), applied in the
+      order blur, noise, occlusion.
+    - ``train_fraction`` (in (0, 1], default 1): the train split keeps a seeded, stratified
+      subset of ``fraction * n`` (rounded half up, at least 1) recordings of each digit, each
+      with the image it has in the whole split; validation and test are unchanged.
+    - ``third_modality`` (None or ``"visual2"``): adds the input "visual2" (28, 28, 1): a
+      second handwritten image of the example's digit, drawn from the same split's images and
+      always different from the "visual" one, degraded by ``visual2_blur`` (default 0),
+      ``visual2_occlusion`` (default 0.5: a zero square of 20x20 pixels) and ``visual2_noise``
+      (default 0) as above. With these defaults it is moderately informative: the zoo's conv
+      encoder trained on it alone reaches about 40-46 % test accuracy (Adam 1e-3, 30-60
+      epochs; 42 % speaker-independent), against about 85 % for the clean "visual" image and
+      63 % for the clean speech. Models: ``late_fusion_av3_cnn`` / ``early_fusion_av3_cnn``.
+
+    Measured informativeness of the levels (each modality trained alone with the zoo's conv
+    encoder, Adam 1e-3, 60 epochs, speaker-dependent test split; one seed): speech clean 63 %,
+    babble 20 dB 60 %, 10 dB 48 %, 5 dB 38 %, 0 dB 26 %, -5 dB 16 % (speaker-independent clean
+    34 %); images clean 85 %, blur 1.5 80 %, blur 2.5 73 %, occlusion 0.6 39 %.
     """
     return _build(root, split, Problems(), **options)
 
 
 def check(root: str, report: CheckReport, deep: bool = True, **options) -> None:
     """Checks the FSDD folder (names, labels, and with ``deep`` every recording)."""
+    regimes.Regime.pop(options)  # checked; the recordings are the same in every regime
     fsdd.check(root, report, deep=deep, **options)
 
 
@@ -176,6 +272,12 @@ def write_avmnist_layout(
     Returns:
         ``{"train": n, "validation": n, "test": n, "validation_size": n}``.
     """
+    regime = regimes.Regime.pop(dict(options))
+    if regime != regimes.Regime():
+        raise ValueError(
+            "write_avmnist_layout writes the clean data set; it takes no regime option "
+            "(audio_snr_db, visual_*, train_fraction, third_modality, ...)."
+        )
     librosa = require("librosa", purpose="write_avmnist_layout")
     features = fsdd.SpeechFeatures("waveform", duration=1.0)
     hop = -(-features.length // 112)

@@ -3,7 +3,8 @@
 Each modality has its own encoder: Conv2D(16, 3, stride 2, relu) → Conv2D(32, 3, stride 2, relu)
 → GlobalAveragePooling2D → Dense(64, relu). Late fusion concatenates the two embeddings and
 applies one linear head; early fusion joins shallow per-modality stems' pooled features before
-a shared MLP trunk.
+a shared MLP trunk. The ``*_av3_cnn`` variants take a third input, "visual2" (AV-Digits'
+``third_modality="visual2"``), with its own encoder of the same kind.
 """
 
 from __future__ import annotations
@@ -57,4 +58,39 @@ def early_fusion_av_cnn(
     trunk = mlp((32,), num_classes, hidden=(2 * width, width), name="trunk")
     return MultimodalClassifier(
         encoders, EarlyFusion(trunk, name="fusion"), name="early_fusion_av_cnn"
+    )
+
+
+@register
+def late_fusion_av3_cnn(
+    num_classes: int = 10,
+    audio_shape: Sequence[int] = (40, 40, 1),
+    visual_shape: Sequence[int] = (28, 28, 1),
+    visual2_shape: Sequence[int] = (28, 28, 1),
+    width: int = 64,
+) -> MultimodalClassifier:
+    """Late fusion of three inputs (audio, visual, visual2): `late_fusion_av_cnn`'s encoder per
+    modality, concatenated embeddings, one linear head. For AV-Digits' ``third_modality``."""
+    shapes = {"audio": audio_shape, "visual": visual_shape, "visual2": visual2_shape}
+    encoders = {name: conv_encoder(name, shape, width) for name, shape in shapes.items()}
+    return MultimodalClassifier(
+        encoders, ConcatFusion(num_classes, name="fusion"), name="late_fusion_av3_cnn"
+    )
+
+
+@register
+def early_fusion_av3_cnn(
+    num_classes: int = 10,
+    audio_shape: Sequence[int] = (40, 40, 1),
+    visual_shape: Sequence[int] = (28, 28, 1),
+    visual2_shape: Sequence[int] = (28, 28, 1),
+    width: int = 64,
+) -> MultimodalClassifier:
+    """Early fusion of three inputs (audio, visual, visual2): `early_fusion_av_cnn`'s stems,
+    features joined before a shared MLP trunk. For AV-Digits' ``third_modality``."""
+    shapes = {"audio": audio_shape, "visual": visual_shape, "visual2": visual2_shape}
+    encoders = {name: _stem(name, shape) for name, shape in shapes.items()}
+    trunk = mlp((16 * len(shapes),), num_classes, hidden=(2 * width, width), name="trunk")
+    return MultimodalClassifier(
+        encoders, EarlyFusion(trunk, name="fusion"), name="early_fusion_av3_cnn"
     )
