@@ -75,6 +75,8 @@ CASES = [
     ),
     ("late_fusion_av3_cnn", "late_fusion_av3_cnn", {"width": 16}),
     ("early_fusion_av3_cnn", "early_fusion_av3_cnn", {"width": 16}),
+    ("early_fusion_av_cnn_grid", "early_fusion_av_cnn", {"pool": "grid"}),
+    ("early_fusion_av3_cnn_grid", "early_fusion_av3_cnn", {"width": 16, "pool": "grid"}),
 ]
 CASE_IDS = [case_id for case_id, _, _ in CASES]
 _BUILT: dict[str, MultimodalClassifier] = {}

@@ -37,13 +37,34 @@ def late_fusion_av_cnn(
     )
 
 
-def _stem(modality: str, input_shape: Sequence[int]) -> keras.Model:
+STEM_POOLS = ("global", "grid")
+
+
+def _stem(modality: str, input_shape: Sequence[int], pool: str = "global") -> keras.Model:
+    """Conv2D(16, 3, stride 2, relu), then global average pooling (16 features) or, with
+    ``pool="grid"``, 4x4 average pooling flattened (the coarse layout kept: 256 features for
+    28x28, 400 for 40x40), which early fusion needs to tell digits apart."""
+    if pool not in STEM_POOLS:
+        raise ValueError(f"pool must be one of {STEM_POOLS}, got {pool!r}.")
     inputs = keras.Input(shape=tuple(input_shape), name=modality)
     x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name=f"{modality}_conv")(
         inputs
     )
-    x = layers.GlobalAveragePooling2D(name=f"{modality}_pool")(x)
+    if pool == "grid":
+        x = layers.AveragePooling2D(4, padding="same", name=f"{modality}_pool")(x)
+        x = layers.Flatten(name=f"{modality}_flatten")(x)
+    else:
+        x = layers.GlobalAveragePooling2D(name=f"{modality}_pool")(x)
     return keras.Model(inputs, x, name=f"{modality}_encoder")
+
+
+def _early_fusion(
+    shapes: dict[str, Sequence[int]], num_classes: int, width: int, pool: str, name: str
+) -> MultimodalClassifier:
+    encoders = {modality: _stem(modality, shape, pool) for modality, shape in shapes.items()}
+    features = sum(int(encoder.output.shape[-1]) for encoder in encoders.values())
+    trunk = mlp((features,), num_classes, hidden=(2 * width, width), name="trunk")
+    return MultimodalClassifier(encoders, EarlyFusion(trunk, name="fusion"), name=name)
 
 
 @register
@@ -52,13 +73,12 @@ def early_fusion_av_cnn(
     audio_shape: Sequence[int] = (40, 40, 1),
     visual_shape: Sequence[int] = (28, 28, 1),
     width: int = 64,
+    pool: str = "global",
 ) -> MultimodalClassifier:
-    """Early fusion: shallow per-modality stems, features joined before a shared MLP trunk."""
-    encoders = {"audio": _stem("audio", audio_shape), "visual": _stem("visual", visual_shape)}
-    trunk = mlp((32,), num_classes, hidden=(2 * width, width), name="trunk")
-    return MultimodalClassifier(
-        encoders, EarlyFusion(trunk, name="fusion"), name="early_fusion_av_cnn"
-    )
+    """Early fusion: shallow per-modality stems, features joined before a shared MLP trunk
+    (``pool="grid"`` keeps a 4x4 layout of the stem's features; see `_stem`)."""
+    shapes = {"audio": audio_shape, "visual": visual_shape}
+    return _early_fusion(shapes, num_classes, width, pool, "early_fusion_av_cnn")
 
 
 @register
@@ -85,12 +105,9 @@ def early_fusion_av3_cnn(
     visual_shape: Sequence[int] = (28, 28, 1),
     visual2_shape: Sequence[int] = (28, 28, 1),
     width: int = 64,
+    pool: str = "global",
 ) -> MultimodalClassifier:
     """Early fusion of three inputs (audio, visual, visual2): `early_fusion_av_cnn`'s stems,
     features joined before a shared MLP trunk. For AV-Digits' ``third_modality``."""
     shapes = {"audio": audio_shape, "visual": visual_shape, "visual2": visual2_shape}
-    encoders = {name: _stem(name, shape) for name, shape in shapes.items()}
-    trunk = mlp((16 * len(shapes),), num_classes, hidden=(2 * width, width), name="trunk")
-    return MultimodalClassifier(
-        encoders, EarlyFusion(trunk, name="fusion"), name="early_fusion_av3_cnn"
-    )
+    return _early_fusion(shapes, num_classes, width, pool, "early_fusion_av3_cnn")
