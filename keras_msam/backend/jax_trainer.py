@@ -80,6 +80,22 @@ class BackendTrainer:
         self._host_step = None
         return super().train_on_batch(*args, **kwargs)
 
+    def _adopt_step_state(self, state):
+        """Writes a step's returned state into the variables (before an error leaves `fit`).
+
+        The jitted step donates its input buffers, so the state Keras would sync on the way
+        out of `fit`/`train_on_batch` is gone; the step's outputs are the live state.
+        """
+        trainable, non_trainable, optimizer_variables, metrics_variables = state
+        self._jax_state = {
+            "trainable_variables": trainable,
+            "non_trainable_variables": non_trainable,
+            "optimizer_variables": optimizer_variables,
+            "metrics_variables": metrics_variables,
+        }
+        self._jax_state_synced = False
+        self.jax_state_sync()
+
     def _value_and_grad(self, fn):
         return jax.value_and_grad(fn, has_aux=True)
 
@@ -100,13 +116,20 @@ class BackendTrainer:
         # Loss scaling reads the optimizer's (purged) variables: map them to the state.
         with _scope(self.optimizer.variables, optimizer_variables):
             result = self.compute_update(trainable, non_trainable, x, y, sample_weight)
-        trainable, optimizer_variables = self.optimizer.stateless_apply(
+        finite = self._update_is_finite(result.grads)
+        new_trainable, new_optimizer_variables = self.optimizer.stateless_apply(
             optimizer_variables, result.grads, trainable
         )
+        if not self._optimizer_skips_nonfinite:  # a skipped step keeps weights and slots
+            new_trainable = self._kept_if_skipped(finite, trainable, new_trainable)
+            new_optimizer_variables = self._kept_if_skipped(
+                finite, optimizer_variables, new_optimizer_variables
+            )
+        new_non_trainable = self._guard_non_trainable(finite, non_trainable, result.non_trainable)
         with _scope(self.metrics_variables, metrics_variables) as scope:
-            logs = self._record(x, y, sample_weight, result)
+            logs = self._record(x, y, sample_weight, result, finite)
         metrics_variables = _read_back(scope, self.metrics_variables)
-        return logs, (trainable, list(result.non_trainable), optimizer_variables, metrics_variables)
+        return logs, (new_trainable, new_non_trainable, new_optimizer_variables, metrics_variables)
 
     def test_step(self, state, data):
         trainable, non_trainable, metrics_variables = state

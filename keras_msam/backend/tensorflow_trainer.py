@@ -53,9 +53,47 @@ class BackendTrainer:
         self._check_batch(x, y)
         trainable, non_trainable = current_state(self)
         result = self.compute_update(trainable, non_trainable, x, y, sample_weight)
-        self.optimizer.apply(result.grads, self.trainable_variables)
-        write_back(self, non_trainable, result.non_trainable)
-        return self._record(x, y, sample_weight, result)
+        finite = self._update_is_finite(result.grads)
+        if finite is not None:  # every replica must take the same decision
+            bad = self._cross_replica_sum([tf.cast(tf.logical_not(finite), tf.float32)])[0]
+            finite = tf.equal(bad, 0.0)
+        new_non_trainable = self._guard_non_trainable(finite, non_trainable, result.non_trainable)
+        if finite is None or self._optimizer_skips_nonfinite:
+            self.optimizer.apply(result.grads, self.trainable_variables)
+        else:
+            self._apply_if_finite(finite, result.grads)
+        write_back(self, non_trainable, new_non_trainable)
+        return self._record(x, y, sample_weight, result, finite)
+
+    def _apply_if_finite(self, finite, grads):
+        """The optimizer step under a graph `tf.cond` (a skipped step leaves weights and slots).
+
+        As `keras.optimizers.LossScaleOptimizer` does: strategies that need a merge call
+        (MirroredStrategy) cannot hold one in a replica-context `cond` branch, so the `cond` is
+        taken in the cross-replica context there.
+        """
+
+        def apply():
+            self.optimizer.apply(grads, self.trainable_variables)
+
+        def keep():
+            pass
+
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            tf.cond(finite, apply, keep)
+            return
+
+        def cross_replica(distribution, finite, grads):
+            flag = distribution.experimental_local_results(finite)[0]
+
+            def apply_everywhere():
+                distribution.extended.call_for_each_replica(
+                    lambda g: self.optimizer.apply(g, self.trainable_variables), args=(grads,)
+                )
+
+            tf.cond(flag, apply_everywhere, keep)
+
+        tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, grads))
 
     def test_step(self, data):
         x, y, sample_weight = unpack_x_y_sample_weight(data)

@@ -104,10 +104,16 @@ class BackendTrainer:
         world = _world_size()
         if world > 1:  # each process holds the mean over its shard: average them
             grads = [g / world for g in self._cross_replica_sum(grads)]
+        # Checked on the averaged gradients, so every process takes the same decision. Eager
+        # steps branch in Python (one host read of the flag per step, as the loss scaler does).
+        finite = self._update_is_finite(grads)
+        skip = finite is not None and not bool(finite)
         with torch.no_grad():
-            self.optimizer.apply(grads, self.trainable_variables)
-            write_back(self, non_trainable, result.non_trainable)
-        return self._record(x, y, sample_weight, result)
+            if not skip or self._optimizer_skips_nonfinite:
+                self.optimizer.apply(grads, self.trainable_variables)
+            kept = self._guard_non_trainable(not skip, non_trainable, result.non_trainable)
+            write_back(self, non_trainable, kept)
+        return self._record(x, y, sample_weight, result, finite)
 
     def test_step(self, data):
         x, y, sample_weight = unpack_x_y_sample_weight(data)

@@ -1,7 +1,12 @@
 """keras-msam trainers: `keras.Model` wrappers whose `train_step` is the method."""
 
 from keras_msam.trainers.agm import AGM
-from keras_msam.trainers.base import MultimodalTrainer, ShapleyResult, StepResult
+from keras_msam.trainers.base import (
+    MultimodalTrainer,
+    NonFiniteGradientsError,
+    ShapleyResult,
+    StepResult,
+)
 from keras_msam.trainers.btw import BTW
 from keras_msam.trainers.decision_weighting import DecisionWeighting
 from keras_msam.trainers.joint import Joint
@@ -20,6 +25,7 @@ __all__ = [
     "DecisionWeighting",
     "Joint",
     "MultimodalTrainer",
+    "NonFiniteGradientsError",
     "ShapleyResult",
     "StepResult",
 ]

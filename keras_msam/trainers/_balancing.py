@@ -20,6 +20,7 @@ import numpy as np
 from keras import ops
 
 from keras_msam.shapley import class_indices, stack_coalitions, unstack_coalitions
+from keras_msam.trainers import _checks
 from keras_msam.trainers.base import MultimodalTrainer
 
 UNIMODAL_SOURCES = ("auto", "split", "zero_padded")
@@ -27,27 +28,12 @@ UNIMODAL_SOURCES = ("auto", "split", "zero_padded")
 
 def check_window(window: Any, name: str = "modulation_epochs") -> tuple[int, int] | None:
     """Validates an inclusive ``(start, end)`` epoch window (None: every epoch)."""
-    if window is None:
-        return None
-    try:
-        start, end = (int(value) for value in window)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be (start, end) epochs or None, got {window!r}.") from None
-    if start < 0 or end < start:
-        raise ValueError(f"{name} must satisfy 0 <= start <= end, got {window!r}.")
-    return start, end
+    return _checks.window(window, name)
 
 
 def check_positive(value: Any, name: str, allow_zero: bool = True) -> float:
     """Validates a finite number ≥ 0 (or > 0 with ``allow_zero=False``)."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}.") from None
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}.")
-    return value
+    return _checks.positive(value, name, allow_zero)
 
 
 def true_class_probability(outputs: Any, y: Any, from_logits: bool) -> Any:

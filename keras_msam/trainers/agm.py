@@ -79,8 +79,8 @@ class AGM(BalancingTrainer):
             every epoch. Default (0, 20), the official setting. Scores are tracked every step.
         clip_norm: Global-norm clip applied when a shared gradient leaves [−1, 1] (official:
             1.0); None disables it.
-        **kwargs: See `MultimodalTrainer`. The Shapley logits use exact Shapley up to
-            ``shapley_threshold`` modalities and sampled permutations above.
+        **kwargs: See `MultimodalTrainer` (``nonfinite``, ``name``...). The Shapley logits use
+            exact Shapley up to ``shapley_threshold`` modalities and sampled permutations above.
 
     Logs ``agm_coeff_<modality>`` (c_m) and ``agm_score_<modality>`` (s_m) every step.
     """

@@ -11,6 +11,7 @@ the first pass's dropout masks (same seed state), and its BatchNorm updates are 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, NamedTuple
 
 import keras
@@ -33,6 +34,8 @@ from keras_msam.shapley import (
     stack_coalitions,
     unstack_coalitions,
 )
+from keras_msam.trainers import _checks
+from keras_msam.trainers._checks import NONFINITE_POLICIES
 
 
 class ShapleyResult(NamedTuple):
@@ -68,6 +71,41 @@ class StepResult(NamedTuple):
     sharpness: Any = None
     extras: dict[str, Any] | None = None
     sharpness_weight: Any = None
+
+
+class NonFiniteGradientsError(FloatingPointError):
+    """A training step's update direction held NaN or inf (trainers built with
+    ``nonfinite="raise"``). The step's update was skipped: the weights are those before it."""
+
+
+_FIT_SIGNATURE = inspect.signature(keras.Model.fit)
+
+
+def _describe_bad(values: np.ndarray, bad: np.ndarray, limit: int = 5) -> str:
+    """``"12 (index 3), -1 (index 7) and 4 more"`` for the flagged entries of ``values``."""
+    indices = np.flatnonzero(bad)
+    shown = ", ".join(f"{values[i].tolist()!r} (index {i})" for i in indices[:limit])
+    more = len(indices) - limit
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _portable_optimizers(config: Any) -> Any:
+    """A copy of a serialized config with backend-specific optimizer classes (Keras's PyTorch
+    ``keras.src.backend.torch.optimizers.*``) replaced by the public ``keras.optimizers`` ones."""
+    if isinstance(config, (list, tuple)):
+        return type(config)(_portable_optimizers(item) for item in config)
+    if not isinstance(config, dict):
+        return config
+    config = {key: _portable_optimizers(value) for key, value in config.items()}
+    module = config.get("module")
+    if (
+        isinstance(module, str)
+        and module.startswith("keras.src.backend.")
+        and ".optimizers." in module
+        and "class_name" in config
+    ):
+        config["module"] = "keras.optimizers"
+    return config
 
 
 COALITION_MODES = ("auto", "inputs", "features")
@@ -135,6 +173,20 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         coalition_chunk: With input coalitions, the most coalition copies of the batch that one
             forward stacks; None (default) picks as many as fit in 256 MiB of stacked inputs.
             Chunking changes the memory peak, not the values.
+        nonfinite: What a training step does when its update direction holds NaN or inf (one
+            reduction per step, inside the compiled step). ``"skip"`` (default): the update is
+            not applied: weights, optimizer state (its ``iterations`` too) and the model's
+            non-trainable state (BatchNorm statistics, the method's own running state) keep
+            their values, the batch is left out of the loss and metric means, and the step is
+            counted in the ``skipped_steps`` log (per epoch, in the progress bar and History).
+            ``"raise"``: the same skip, then `NonFiniteGradientsError` (a
+            `FloatingPointError`) from `fit`/`train_on_batch`, raised on the host after the
+            compiled step returns (one device-to-host read of the flag per call of the train
+            function). ``"ignore"``: no check (the update is applied whatever it holds). With a
+            `keras.optimizers.LossScaleOptimizer` (``mixed_float16``), non-finite gradients are
+            the loss scaler's routine overflow signal: the optimizer always receives them (it
+            skips the step and lowers its scale), the trainer keeps the non-trainable state
+            and counts the step, and ``"raise"`` acts as ``"skip"``.
         **kwargs: Passed to `keras.Model` (``name``...).
     """
 
@@ -158,6 +210,7 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         from_logits: bool | None = None,
         coalitions: str = "auto",
         coalition_chunk: int | None = None,
+        nonfinite: str = "skip",
         **kwargs: Any,
     ) -> None:
         if not isinstance(model, keras.Model):
@@ -167,25 +220,17 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
             )
         kwargs.setdefault("dtype", model.dtype_policy)
         super().__init__(**kwargs)
-        if shapley_value not in VALUE_FUNCTIONS:
-            raise ValueError(
-                f"Unknown shapley_value {shapley_value!r}; use one of {VALUE_FUNCTIONS}."
-            )
-        if empty_coalition not in EMPTY_CONVENTIONS:
-            raise ValueError(
-                f"Unknown empty_coalition {empty_coalition!r}; use one of {EMPTY_CONVENTIONS}."
-            )
         self.model = model
         self.modalities = list(modalities) if modalities is not None else None
-        self.log_shapley = bool(log_shapley)
-        self.shapley_value = shapley_value
-        self.empty_coalition = empty_coalition
-        self.shapley_threshold = int(shapley_threshold)
-        self.shapley_samples = int(shapley_samples)
-        self.shapley_seed = int(shapley_seed)
-        self.from_logits = from_logits
-        if coalitions not in COALITION_MODES:
-            raise ValueError(f"Unknown coalitions {coalitions!r}; use one of {COALITION_MODES}.")
+        self.log_shapley = _checks.flag(log_shapley, "log_shapley")
+        self.shapley_value = _checks.choice(shapley_value, "shapley_value", VALUE_FUNCTIONS)
+        self.empty_coalition = _checks.choice(empty_coalition, "empty_coalition", EMPTY_CONVENTIONS)
+        self.shapley_threshold = _checks.integer(shapley_threshold, "shapley_threshold", 1)
+        self.shapley_samples = _checks.integer(shapley_samples, "shapley_samples", 1)
+        self.shapley_seed = _checks.integer(shapley_seed, "shapley_seed", 0)
+        self.from_logits = None if from_logits is None else _checks.flag(from_logits, "from_logits")
+        self.nonfinite = _checks.choice(nonfinite, "nonfinite", NONFINITE_POLICIES)
+        coalitions = _checks.choice(coalitions, "coalitions", COALITION_MODES)
         has_encoders = callable(getattr(model, "encode", None)) and callable(
             getattr(model, "fuse", None)
         )
@@ -196,14 +241,13 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
                 f"{model.name!r} has none. Use coalitions='inputs'."
             )
         self.coalitions = coalitions
-        if coalition_chunk is not None and (
-            not isinstance(coalition_chunk, int)
-            or isinstance(coalition_chunk, bool)
-            or coalition_chunk < 1
-        ):
-            raise ValueError(
-                f"coalition_chunk must be a positive integer or None, got {coalition_chunk!r}."
-            )
+        if coalition_chunk is not None:
+            try:
+                coalition_chunk = _checks.integer(coalition_chunk, "coalition_chunk", 1)
+            except ValueError:
+                raise ValueError(
+                    f"coalition_chunk must be a positive integer or None, got {coalition_chunk!r}."
+                ) from None
         self.coalition_chunk = coalition_chunk
         self._feature_coalitions = coalitions == "features" or (
             coalitions == "auto" and has_encoders
@@ -228,6 +272,8 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         ]
         if self.has_sharpness:
             self._sharpness_tracker = keras.metrics.Mean(name="sharpness")
+        if self.nonfinite != "ignore":
+            self._skipped_tracker = keras.metrics.Sum(name="skipped_steps")
         if model.built:
             self.built = True
 
@@ -274,8 +320,22 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
             "from_logits": self.from_logits,
             "coalitions": self.coalitions,
             "coalition_chunk": self.coalition_chunk,
+            "nonfinite": self.nonfinite,
         }
         return config
+
+    def get_compile_config(self) -> dict[str, Any]:
+        return _portable_optimizers(super().get_compile_config())
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        """Keras's `compile_from_config`, with optimizers made backend-neutral first.
+
+        On PyTorch, Keras serializes an optimizer as its PyTorch implementation (module
+        ``keras.src.backend.torch.optimizers.torch_sgd``), which another backend would load as
+        is and then fail on its first step; the public class (``keras.optimizers.SGD``) is the
+        one to rebuild, on whatever backend loads the file (files written before this fix too).
+        """
+        return super().compile_from_config(_portable_optimizers(config))
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> MultimodalTrainer:
@@ -293,6 +353,206 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         return list(zip(self.trainable_variables, trainable)) + list(
             zip(self.non_trainable_variables, non_trainable)
         )
+
+    # ----------------------------------------------------------------------------------------
+    # Non-finite updates (``nonfinite=``): checked once here for every method and backend
+
+    def _update_is_finite(self, grads: list[Any]) -> Any:
+        """Scalar bool tensor: every value of the update direction is finite.
+
+        None with ``nonfinite="ignore"``. One pass over the gradients (``all(isfinite)`` per
+        tensor, like `keras.optimizers.LossScaleOptimizer`), inside the compiled step.
+        """
+        if self.nonfinite == "ignore":
+            return None
+        flags = [ops.all(ops.isfinite(g)) for g in grads if g is not None]
+        if not flags:
+            return ops.convert_to_tensor(True)
+        return ops.all(ops.stack(flags))
+
+    @property
+    def _optimizer_skips_nonfinite(self) -> bool:
+        """Whether the optimizer skips non-finite steps itself (loss scaling): it must see them."""
+        return isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def _state_advancing_on_skip(self) -> set[int]:
+        """Positions in ``non_trainable_variables`` that advance even on a skipped step.
+
+        A method's step counter that schedules its work (M-SAM's ``amortised_step``) counts
+        batches, so that the schedule does not depend on which steps were skipped (and the
+        JAX host schedule stays in step with the state). Everything else is kept.
+        """
+        return set()
+
+    def _kept_if_skipped(self, finite: Any, before: list[Any], after: list[Any]) -> list[Any]:
+        """``after`` where the step's update is finite, else ``before``, entry by entry.
+
+        ``finite`` is a scalar bool tensor (an `ops.where` on the state, no Python branch, so it
+        works inside jitted and graph steps), a Python bool decided on the host, or None (no
+        check). Entries the step did not change pass through untouched.
+        """
+        if finite is None or finite is True:
+            return list(after)
+        if finite is False:  # decided on the host (eager PyTorch steps)
+            return list(before)
+        kept = []
+        for old, new in zip(before, after):
+            if new is old:
+                kept.append(new)
+            else:
+                dtype = keras.backend.standardize_dtype(old.dtype)
+                kept.append(ops.cast(ops.where(finite, new, old), dtype))
+        return kept
+
+    def _guard_non_trainable(self, finite: Any, before: list[Any], after: list[Any]) -> list[Any]:
+        """The step's new non-trainable values, or the old ones if the update is skipped."""
+        kept = self._kept_if_skipped(finite, before, after)
+        for index in self._state_advancing_on_skip():
+            kept[index] = after[index]
+        return kept
+
+    def make_train_function(self, force: bool = False) -> Any:
+        """Keras's train function; with ``nonfinite="raise"``, checked on the host after each call.
+
+        The compiled step skips a non-finite update and counts it in ``skipped_steps``; this
+        wrapper reads that count after each call of the train function (one device-to-host
+        read) and raises `NonFiniteGradientsError`. With ``steps_per_execution=k`` it is read
+        once per k steps.
+        """
+        super().make_train_function(force)
+        function = self.train_function
+        if self.nonfinite != "raise" or getattr(function, "_keras_msam_raises", False):
+            return function
+
+        jax = keras.backend.backend() == "jax"
+
+        def train_function(*args: Any, **kwargs: Any) -> Any:
+            outputs = function(*args, **kwargs)
+            try:
+                self._raise_if_skipped(outputs[0] if jax else outputs)
+            except NonFiniteGradientsError:
+                if jax:  # the step's input buffers were donated: keep the state it returned
+                    self._adopt_step_state(outputs[1])
+                raise
+            return outputs
+
+        train_function._keras_msam_raises = True
+        self.train_function = train_function
+        return train_function
+
+    def _raise_if_skipped(self, logs: Any) -> None:
+        if self._optimizer_skips_nonfinite or not isinstance(logs, dict):
+            return
+        count = logs.get("skipped_steps")
+        if count is None or float(np.asarray(keras.ops.convert_to_numpy(count))) <= 0:
+            return
+        raise NonFiniteGradientsError(
+            f"{type(self).__name__}: non-finite gradients (NaN or inf) in a training step; "
+            f"the update was skipped, so the weights are still finite. The batch (inputs or "
+            f"labels) or the loss holds NaN/inf values: check the data (e.g. "
+            f"np.isfinite(x[modality]).all(), zoo.datasets.check) or lower the learning rate. "
+            f"Build the trainer with nonfinite='skip' to skip such steps and count them in the "
+            f"'skipped_steps' log instead."
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # Labels, checked on the host once per `fit` (cheap: the label array, never the inputs)
+
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.fit`, after checking the class labels of in-memory data.
+
+        Labels given as arrays (``y``, ``validation_data``) or held by a `keras.utils.PyDataset`
+        as a ``labels`` array (the zoo loaders) must be class indices in ``[0, num_classes)``
+        when the compiled loss is a sparse categorical one or the labels are integers; a
+        `ValueError` names the bad labels and their indices before any step runs. Labels that
+        only exist batch by batch (``tf.data``, generators, other PyDatasets) are not checked
+        here; non-finite values in them are caught by the step's ``nonfinite`` check.
+        """
+        bound = _FIT_SIGNATURE.bind_partial(None, *args, **kwargs).arguments
+        self._check_labels(bound.get("y"), "y")
+        x = bound.get("x")
+        if bound.get("y") is None:
+            self._check_labels(getattr(x, "labels", None), "x.labels")
+        validation = bound.get("validation_data")
+        if isinstance(validation, (tuple, list)) and len(validation) >= 2:
+            self._check_labels(validation[1], "validation_data[1]")
+        elif validation is not None:
+            self._check_labels(getattr(validation, "labels", None), "validation_data.labels")
+        return super().fit(*args, **kwargs)
+
+    def train_on_batch(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.train_on_batch`, after the label check of `fit`."""
+        self._check_labels(y, "y")
+        return super().train_on_batch(x, y, *args, **kwargs)
+
+    def _num_classes(self) -> int | None:
+        """Width of the wrapped model's single output, or None when unknown (cached)."""
+        if not hasattr(self, "_output_width"):
+            self._output_width = self._find_num_classes()
+        return self._output_width
+
+    def _find_num_classes(self) -> int | None:
+        try:
+            outputs = self.model.outputs
+        except (AttributeError, ValueError):
+            outputs = None
+        if outputs:
+            spec = outputs[0] if len(outputs) == 1 else None
+        else:  # a subclassed model (zoo models): trace it symbolically on the declared inputs
+            shapes = self._structure.input_shapes
+            if any(shapes.get(name) is None for name in self._structure.names):
+                return None
+            try:
+                spec = self.model.compute_output_spec(
+                    {
+                        name: keras.KerasTensor((None, *shapes[name]), dtype=self.compute_dtype)
+                        for name in self._structure.names
+                    }
+                )
+            except Exception:  # noqa: BLE001  (no symbolic trace: leave the labels unchecked)
+                return None
+        width = getattr(spec, "shape", (None,))[-1] if spec is not None else None
+        return None if width is None else int(width)
+
+    def _sparse_loss(self) -> bool:
+        loss = getattr(self, "loss", None)
+        if isinstance(loss, str):
+            name = loss
+        else:
+            name = getattr(loss, "name", None) or getattr(loss, "__name__", None) or ""
+        return "sparse_categorical" in str(name)
+
+    def _check_labels(self, labels: Any, where: str) -> None:
+        """Raises a `ValueError` naming labels outside ``[0, num_classes)`` or not finite."""
+        if labels is None or isinstance(labels, dict) or not hasattr(labels, "__array__"):
+            return
+        if keras.utils.is_keras_tensor(labels):
+            return
+        try:
+            array = np.asarray(labels)
+        except Exception:  # noqa: BLE001  (a tensor that cannot be read on the host)
+            return
+        if array.dtype.kind not in "biuf" or array.size == 0:
+            return
+        flat = array.reshape(len(array), -1) if array.ndim else array.reshape(1, 1)
+        if array.dtype.kind == "f":
+            bad = ~np.isfinite(flat).all(axis=1)
+            if bad.any():
+                raise ValueError(
+                    f"{type(self).__name__}: non-finite labels in {where}: "
+                    f"{_describe_bad(array, bad)}."
+                )
+        num_classes = self._num_classes()
+        sparse = flat.shape[1] == 1 and (array.dtype.kind in "biu" or self._sparse_loss())
+        if not sparse or num_classes is None or num_classes < 2:
+            return
+        values = flat[:, 0]
+        bad = (values < 0) | (values >= num_classes) | (values != np.round(values))
+        if bad.any():
+            raise ValueError(
+                f"{type(self).__name__}: labels outside [0, {num_classes}) in {where} (the model "
+                f"{self.model.name!r} has {num_classes} classes): {_describe_bad(values, bad)}."
+            )
 
     def _check_batch(self, x: Any, y: Any) -> None:
         validate_inputs(x, self._structure, where="x")
@@ -489,8 +749,19 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         )
         return StepResult([], non_trainable, y_pred, loss, shapley, None)
 
-    def _record(self, x: Any, y: Any, sample_weight: Any, result: StepResult) -> dict[str, Any]:
-        """Updates the loss, compiled and keras-msam metrics; returns the step's logs."""
+    def _record(
+        self, x: Any, y: Any, sample_weight: Any, result: StepResult, finite: Any = None
+    ) -> dict[str, Any]:
+        """Updates the loss, compiled and keras-msam metrics; returns the step's logs.
+
+        ``finite`` (training steps, unless ``nonfinite="ignore"``): a skipped step leaves every
+        metric as it was (the batch does not enter the epoch's means) and adds 1 to
+        ``skipped_steps``.
+        """
+        if finite is not None:
+            counter = {id(v) for v in self._skipped_tracker.variables}
+            watched = [v for v in self.metrics_variables if id(v) not in counter]
+            before = [ops.copy(v.value) for v in watched]
         batch_size = next(t for t in keras.tree.flatten(x) if t is not None).shape[0]
         self._loss_tracker.update_state(
             unscale_loss_for_distribution(result.loss), sample_weight=batch_size
@@ -508,6 +779,13 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
             if tracker.name in extras:
                 tracker.update_state(extras[tracker.name])
         logs = self.compute_metrics(x, y, result.y_pred, sample_weight)
+        if finite is not None:
+            for variable, old in zip(watched, before):
+                variable.assign(ops.where(finite, variable.value, old))
+            self._skipped_tracker.update_state(ops.cast(ops.logical_not(finite), "float32"))
+            logs = self.get_metrics_result()
+        else:
+            logs.pop("skipped_steps", None)
         for tracker in self._extra_trackers:
             if tracker.name not in extras:
                 logs.pop(tracker.name, None)

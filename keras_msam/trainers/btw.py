@@ -71,6 +71,7 @@ import numpy as np
 from keras import ops
 
 from keras_msam.shapley import stack_coalitions, unstack_coalitions
+from keras_msam.trainers import _checks
 from keras_msam.trainers._balancing import BalancingTrainer, check_positive
 from keras_msam.trainers.base import StepResult
 
@@ -247,7 +248,7 @@ class BTW(BalancingTrainer):
         unimodal: ``"auto"`` (the head split for linear late fusion, else zero-padded outputs),
             ``"split"`` or ``"zero_padded"``.
         seed: ``random_state`` of the kNN MI estimator (regression).
-        **kwargs: See `MultimodalTrainer` (Shapley logging options, ``name``).
+        **kwargs: See `MultimodalTrainer` (Shapley logging options, ``nonfinite``, ``name``).
 
     Logs ``btw_weight_<modality>`` (batch mean of the applied weight ŵ) and ``btw_mi_<modality>``
     (MI^m in use) every training step. ``fit`` adds the callback that updates MI, w̄ and s.
@@ -278,30 +279,19 @@ class BTW(BalancingTrainer):
                 f"and `fuse(features, training)` -> outputs (the zoo protocol, e.g. "
                 f"zoo.models.MultimodalClassifier); model {model.name!r} has neither."
             )
-        if task not in TASKS:
-            raise ValueError(f"Unknown task {task!r}; use one of {TASKS}.")
-        self.task = task
-        if (
-            isinstance(update_every, (bool, np.bool_))
-            or not isinstance(update_every, (int, np.integer))
-            or update_every < 1
-        ):
-            raise ValueError(f"update_every must be a positive integer, got {update_every!r}.")
-        self.update_every = int(update_every)
+        self.task = _checks.choice(task, "task", TASKS)
+        self.update_every = _checks.integer(update_every, "update_every", 1)
         self.smoothing = check_positive(smoothing, "smoothing")
         if self.smoothing > 1:
             raise ValueError(f"smoothing (s) must lie in [0, 1], got {smoothing!r}.")
         self.smoothing_step = check_positive(smoothing_step, "smoothing_step")
-        for flag, value in (("invert", invert), ("normalize", normalize)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise ValueError(f"{flag} must be True or False, got {value!r}.")
-        self.invert = bool(invert)
-        self.normalize = bool(normalize)
+        self.invert = _checks.flag(invert, "invert")
+        self.normalize = _checks.flag(normalize, "normalize")
         self.sigma_p = check_positive(sigma_p, "sigma_p", allow_zero=False)
         self.sigma_q = check_positive(sigma_q, "sigma_q", allow_zero=False)
         self.unimodal = unimodal
         self._source = self._resolve_unimodal(unimodal)
-        self.seed = seed
+        self.seed = _checks.optional_integer(seed, "seed", 0)
         count = len(self.modality_names)
         self._mi = self._add_state("mi", (count,), 1.0)
         self._running_weight = self._add_state("running_weight", (count,), 1.0)

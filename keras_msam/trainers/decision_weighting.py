@@ -54,6 +54,7 @@ from keras import ops
 
 from keras_msam.modalities import validate_inputs
 from keras_msam.shapley import class_indices
+from keras_msam.trainers import _checks
 from keras_msam.trainers._balancing import (
     BalancingTrainer,
     check_positive,
@@ -166,7 +167,7 @@ class DecisionWeighting(BalancingTrainer):
             is the split's recall of k) instead of one per modality.
         gains_at_inference: Use the gains in ``call`` (``evaluate``/``predict``); False keeps the
             base behaviour (the plain model), the gains then only act in training.
-        **kwargs: See `MultimodalTrainer` (Shapley logging options, ``name``).
+        **kwargs: See `MultimodalTrainer` (Shapley logging options, ``nonfinite``, ``name``).
 
     Logs ``gain_<modality>`` (per class: the mean over classes) after each step.
     """
@@ -197,14 +198,9 @@ class DecisionWeighting(BalancingTrainer):
         self.max_gain = check_positive(max_gain, "max_gain")
         if self.max_gain < 1.0:
             raise ValueError(f"max_gain must be >= 1, got {max_gain!r}.")
-        if capability not in CAPABILITIES:
-            raise ValueError(f"Unknown capability {capability!r}; use one of {CAPABILITIES}.")
-        self.capability = capability
-        for name, flag in (("per_class", per_class), ("gains_at_inference", gains_at_inference)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise ValueError(f"{name} must be True or False, got {flag!r}.")
-        self.per_class = bool(per_class)
-        self.gains_at_inference = bool(gains_at_inference)
+        self.capability = _checks.choice(capability, "capability", CAPABILITIES)
+        self.per_class = _checks.flag(per_class, "per_class")
+        self.gains_at_inference = _checks.flag(gains_at_inference, "gains_at_inference")
         num_classes = int(ops.shape(model.head_bias())[-1])
         if self.per_class and num_classes < 2:
             raise ValueError(

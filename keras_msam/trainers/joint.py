@@ -17,6 +17,10 @@ class Joint(MultimodalTrainer):
     ``log_shapley=True`` (default) each step also logs the modalities' Shapley shares and the
     dominant modality, so it can be compared with `SAM` and `MSAM` line by line.
 
+    Like every trainer, a step whose gradients hold NaN or inf is skipped and counted in the
+    ``skipped_steps`` log (``nonfinite="skip"``, default; ``"raise"`` or ``"ignore"``: see
+    `MultimodalTrainer`).
+
     Example:
         >>> trainer = keras_msam.Joint(model)
         >>> trainer.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")

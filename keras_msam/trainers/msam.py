@@ -32,6 +32,7 @@ from keras_msam.perturbation import (
     sam_perturbation,
 )
 from keras_msam.shapley import class_indices, stack_coalitions, unstack_coalitions
+from keras_msam.trainers import _checks
 from keras_msam.trainers.base import MultimodalTrainer, ShapleyResult, StepResult
 from keras_msam.trainers.sam import check_norm, check_rho
 
@@ -66,7 +67,7 @@ class MSAM(MultimodalTrainer):
             small ρ (on AV-Digits, ρ = 0.05, it stopped training: see the README).
         looksam_alpha: α of the cheap steps (default 1.0 with ``"measured"``, LookSAM's 0.7
             with ``"looksam"``).
-        **kwargs: See `MultimodalTrainer` (``shapley_value``, ``empty_coalition``,
+        **kwargs: See `MultimodalTrainer` (``nonfinite``, ``shapley_value``, ``empty_coalition``,
             ``shapley_threshold``, ``shapley_samples``, ``shapley_seed``, ``from_logits``).
 
     Example:
@@ -100,29 +101,20 @@ class MSAM(MultimodalTrainer):
         super().__init__(model, **kwargs)
         self.rho = check_rho(rho)
         self.norm = check_norm(norm)
-        if perturb not in PERTURB_CHOICES:
-            raise ValueError(f"Unknown perturb {perturb!r}; use one of {PERTURB_CHOICES}.")
-        if decomposition not in DECOMPOSITIONS:
-            raise ValueError(
-                f"Unknown decomposition {decomposition!r}; use one of {DECOMPOSITIONS}."
+        perturb = _checks.choice(perturb, "perturb", PERTURB_CHOICES)
+        decomposition = _checks.choice(decomposition, "decomposition", DECOMPOSITIONS)
+        if fixed_dominant_share is not None:
+            fixed_dominant_share = _checks.number(
+                fixed_dominant_share, "fixed_dominant_share", 0.0, maximum=1.0
             )
-        if fixed_dominant_share is not None and not 0.0 <= float(fixed_dominant_share) <= 1.0:
-            raise ValueError(
-                f"fixed_dominant_share must lie in [0, 1], got {fixed_dominant_share!r}."
-            )
-        for label, value in (("shapley_every", shapley_every), ("sam_every", sam_every)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{label} must be an integer >= 1, got {value!r}.")
+        shapley_every = _checks.integer(shapley_every, "shapley_every", 1)
+        sam_every = _checks.integer(sam_every, "sam_every", 1)
         if shapley_every > 1 and decomposition != "loss":
             raise ValueError("shapley_every > 1 works with decomposition='loss' only.")
-        if looksam_scale not in LOOKSAM_SCALES:
-            raise ValueError(
-                f"Unknown looksam_scale {looksam_scale!r}; use one of {LOOKSAM_SCALES}."
-            )
+        looksam_scale = _checks.choice(looksam_scale, "looksam_scale", LOOKSAM_SCALES)
         if looksam_alpha is None:
             looksam_alpha = 1.0 if looksam_scale == "measured" else 0.7
-        if not looksam_alpha >= 0:
-            raise ValueError(f"looksam_alpha must be >= 0, got {looksam_alpha!r}.")
+        looksam_alpha = _checks.number(looksam_alpha, "looksam_alpha", 0.0)
         self.shapley_every = shapley_every
         self.sam_every = sam_every
         self.looksam_alpha = float(looksam_alpha)
@@ -177,6 +169,12 @@ class MSAM(MultimodalTrainer):
 
     def _host_schedule(self) -> tuple[int, str] | None:
         return (self.sam_every, "amortised_step") if self.sam_every > 1 else None
+
+    def _state_advancing_on_skip(self) -> set[int]:
+        """The amortisation schedule counts batches: its step counter advances on skipped steps
+        too (the cached shares and the LookSAM direction keep their values)."""
+        position = self._amortised_positions().get("amortised_step")
+        return set() if position is None else {position}
 
     def _amortised_positions(self) -> dict[str, int]:
         """Index of each amortisation variable in ``self.non_trainable_variables``."""

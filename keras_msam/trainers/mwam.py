@@ -29,6 +29,7 @@ from keras import ops
 
 from keras_msam.analysis.frequency import REDUCTIONS, frequency_ratio, frm_weights
 from keras_msam.shapley import class_indices
+from keras_msam.trainers import _checks
 from keras_msam.trainers._balancing import BalancingTrainer, check_positive
 from keras_msam.trainers.base import StepResult
 
@@ -49,7 +50,7 @@ class MWAM(BalancingTrainer):
         sigma: σ of the FRM and of T (paper code 1e-6).
         frm_reduction: ``"mean"`` (extension, default) or ``"sum"`` (paper).
         unimodal: Auxiliary predictions: ``"auto"``, ``"split"`` or ``"zero_padded"``.
-        **kwargs: See `MultimodalTrainer`.
+        **kwargs: See `MultimodalTrainer` (Shapley logging options, ``nonfinite``).
 
     Logs ``mwam_weight_<modality>`` (K_m) and ``mwam_frm_<modality>`` (F̂_m) every step.
     """
@@ -71,15 +72,12 @@ class MWAM(BalancingTrainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
-        if intervention not in INTERVENTIONS:
-            raise ValueError(f"Unknown intervention {intervention!r}; use one of {INTERVENTIONS}.")
-        if frm_reduction not in REDUCTIONS:
-            raise ValueError(f"Unknown frm_reduction {frm_reduction!r}; use one of {REDUCTIONS}.")
-        self.intervention = intervention
-        self.alpha = float(alpha)
+        self.intervention = _checks.choice(intervention, "intervention", INTERVENTIONS)
+        frm_reduction = _checks.choice(frm_reduction, "frm_reduction", REDUCTIONS)
+        self.alpha = check_positive(alpha, "alpha")
         self.beta = check_positive(beta, "beta")
         self.lam = check_positive(lam, "lam")
-        self.gamma = float(gamma)
+        self.gamma = _checks.number(gamma, "gamma", None)
         if not self.alpha - self.beta >= 0:
             raise ValueError(
                 f"alpha - beta must be >= 0 (weights lie in (alpha - beta, alpha)); got "
@@ -88,7 +86,9 @@ class MWAM(BalancingTrainer):
         self.momentum = check_positive(momentum, "momentum")
         if self.momentum >= 1:
             raise ValueError(f"momentum (ω) must lie in [0, 1), got {momentum!r}.")
-        if int(block_size) < 2 or not 1 <= int(keep) <= int(block_size) // 2:
+        block_size = _checks.integer(block_size, "block_size", 2)
+        keep = _checks.integer(keep, "keep", 1)
+        if not keep <= block_size // 2:
             raise ValueError(
                 f"Need block_size >= 2 and 1 <= keep <= block_size // 2, got block_size="
                 f"{block_size!r}, keep={keep!r}."

@@ -27,6 +27,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_msam.trainers import _checks
 from keras_msam.trainers._balancing import (
     BalancingTrainer,
     check_positive,
@@ -58,7 +59,7 @@ class OGMGE(BalancingTrainer):
         unimodal: ``"auto"`` (the head split for linear late fusion, else zero-padded outputs),
             ``"split"`` or ``"zero_padded"``.
         seed: Seed of the GE noise.
-        **kwargs: See `MultimodalTrainer` (Shapley logging options, ``name``).
+        **kwargs: See `MultimodalTrainer` (Shapley logging options, ``nonfinite``, ``name``).
 
     Logs ``ogm_coeff_<modality>``, the coefficient k_m applied this step.
     """
@@ -76,10 +77,10 @@ class OGMGE(BalancingTrainer):
         super().__init__(model, **kwargs)
         self.alpha = check_positive(alpha, "alpha")
         self.modulation_epochs = check_window(modulation_epochs)
-        self.ge = bool(ge)
+        self.ge = _checks.flag(ge, "ge")
         self.unimodal = unimodal
         self._source = self._resolve_unimodal(unimodal)
-        self.seed = seed
+        self.seed = _checks.optional_integer(seed, "seed", 0)
         self._noise_seed = keras.random.SeedGenerator(seed, name="ge_noise")
         self._extra_trackers = [self._mean_metric(f"ogm_coeff_{n}") for n in self.modality_names]
 

@@ -15,29 +15,21 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_msam.perturbation import NORMS, sam_perturbation
+from keras_msam.trainers import _checks
 from keras_msam.trainers.base import MultimodalTrainer, StepResult
 
 
 def check_rho(rho: float) -> float:
-    """Validates the neighbourhood radius ρ."""
-    try:
-        rho = float(rho)
-    except (TypeError, ValueError):
-        raise ValueError(f"rho must be a number >= 0, got {rho!r}.") from None
-    if not rho >= 0:  # also rejects NaN
-        raise ValueError(f"rho must be >= 0 (the radius of the SAM neighbourhood), got {rho!r}.")
-    return rho
+    """Validates the neighbourhood radius ρ: a finite number ≥ 0 (inf and NaN are rejected)."""
+    return _checks.number(rho, "rho", 0.0)
 
 
 def check_norm(norm: str) -> str:
     """Validates the perturbation norm."""
-    if norm not in NORMS:
-        raise ValueError(f"Unknown norm {norm!r}; use one of {NORMS}.")
-    return norm
+    return _checks.choice(norm, "norm", NORMS)
 
 
 def adaptive_perturbation(weights: list[Any], grads: list[Any], rho: float, norm: str) -> list[Any]:
@@ -59,7 +51,7 @@ class SAM(MultimodalTrainer):
         rho: Neighbourhood radius ρ ≥ 0 (ρ = 0 is the base optimizer's plain step).
         norm: ``"l2"`` (ε = ρ g/‖g‖₂) or ``"linf"`` (ε = ρ sign(g)).
         adaptive: ASAM: scale the ascent element-wise by |θ| (scale-invariant sharpness).
-        **kwargs: See `MultimodalTrainer` (Shapley logging options, ``name``).
+        **kwargs: See `MultimodalTrainer` (Shapley logging options, ``nonfinite``, ``name``).
     """
 
     has_sharpness = True
@@ -75,9 +67,7 @@ class SAM(MultimodalTrainer):
         super().__init__(model, **kwargs)
         self.rho = check_rho(rho)
         self.norm = check_norm(norm)
-        if not isinstance(adaptive, (bool, np.bool_)):
-            raise ValueError(f"adaptive must be True (ASAM) or False (SAM), got {adaptive!r}.")
-        self.adaptive = bool(adaptive)
+        self.adaptive = _checks.flag(adaptive, "adaptive (True: ASAM, False: SAM)")
 
     def get_config(self) -> dict[str, Any]:
         return {

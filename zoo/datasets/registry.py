@@ -41,7 +41,7 @@ def register(
     """Registers a loader ``loader(root, split, **options) -> MultimodalDataset`` under ``name``."""
     if name in _REGISTRY:
         raise ValueError(f"A data set named {name!r} is already registered.")
-    doc = description or (loader.__doc__ or "").strip().splitlines()[0]
+    doc = description or ((loader.__doc__ or "").strip().splitlines() or [""])[0]
     _REGISTRY[name] = DatasetEntry(name, loader, checker, doc, needs_root)
 
 
@@ -159,6 +159,25 @@ def check(name: str, root: str | os.PathLike | None = None, **options) -> CheckR
                 report.summary[split] = f"{dataset.num_examples} examples, {dataset.input_shapes}"
             except DataFormatError as error:
                 report.add_error(error)
+                continue
+            _report_nonfinite(report, split, dataset)
         return report
     entry.checker(report.root, report, **options)
     return report
+
+
+def _report_nonfinite(report: CheckReport, split: str, dataset: MultimodalDataset) -> None:
+    """Adds a problem per in-memory array (inputs of an `ArrayDataset`, labels) that holds NaN
+    or inf, naming the split, the modality and the first example indices."""
+    arrays = dict(getattr(dataset, "inputs", None) or {})
+    arrays["labels"] = getattr(dataset, "labels", None)
+    for key, array in sorted(arrays.items()):
+        if not isinstance(array, np.ndarray) or array.dtype.kind not in "fc" or not array.size:
+            continue
+        bad = np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1))
+        if bad.size:
+            shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
+            report.add(
+                f"{split}/{key}",
+                f"non-finite values (NaN or inf) in {bad.size} example(s), index {shown}",
+            )
