@@ -25,6 +25,7 @@ import ast
 import dataclasses
 import difflib
 import math
+import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -336,6 +337,8 @@ def _number(key: str, value: Any, kind: type, minimum: float) -> Any:
             raise ValueError
     except (TypeError, ValueError):
         raise ConfigError(f"{key} must be {kind.__name__}, got {value!r}.") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}.")
     if number < minimum:
         raise ConfigError(f"{key} must be >= {minimum}, got {value!r}.")
     return number
