@@ -134,3 +134,10 @@ def test_compare_writes_paired_statistics_in_every_summary(tmp_path):
         assert 0.0 <= run.train_accuracy <= 1.0
         assert run.generalisation_gap == pytest.approx(run.train_accuracy - run.accuracy)
         assert math.isfinite(run.sharpness)
+
+
+@pytest.mark.parametrize("key", ["lr", "rho", "momentum", "sharpness_rho"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_run_settings_are_refused(key, value):
+    with pytest.raises(ConfigError, match=f"{key} must be a finite number"):
+        build_config({key: value})

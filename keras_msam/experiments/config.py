@@ -25,7 +25,6 @@ import ast
 import dataclasses
 import difflib
 import math
-import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
