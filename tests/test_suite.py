@@ -93,6 +93,22 @@ def test_quick_suite_end_to_end_and_resume(tmp_path):
     # tuning selected on validation only: its trial runs have no test accuracy
     trial = json.loads((tmp_path / "suite" / "tune-late" / "tuning" / "selected.json").read_text())
     assert set(trial) == {"joint", "msam"}
+    # the control: Joint at M-SAM's learning rate; M-SAM's runs are copied, not retrained
+    msam_text = next(t for t in (e["spec"] for e in trial.values()) if t.startswith("msam"))
+    regime = next(r for r in suite.REGIMES if r.name == suite.BASE_REGIME)
+    msam_metrics = next(
+        (tmp_path / "suite" / "tune-late" / "final").glob("msam*/seed0/metrics.json")
+    )
+    rows = suite.run_control(config, regime, "late", ["joint(lr=0.5)", msam_text], lambda _: None)
+    control_lr = dict(suite.parse_method(msam_text).options)["lr"]
+    assert {r["method"] for r in rows} == {
+        f"joint(lr={control_lr})",
+        suite.parse_method(msam_text).label,
+    }
+    copied = next((tmp_path / "suite" / "controls").rglob("msam*/seed0/metrics.json"))
+    assert copied.read_text() == msam_metrics.read_text()
+    assert not list((tmp_path / "suite" / "controls").rglob("msam*/seed0/best.weights.h5"))
+    assert all("diff" in r for r in rows if r["method"].startswith("msam"))
     # resuming trains nothing again
     stamps = {
         p: os.stat(p).st_mtime_ns

@@ -10,15 +10,19 @@ tuned on validation with an equal budget, 5 paired seeds, and the seed paper's o
    seeds, test evaluated once per run; paired differences against Joint with 95 % CIs, Holm;
 3. **checks** (base regime, late fusion) — Shapley weighting vs a fixed 0.5 share, ρ sweep,
    SAM at M-SAM's mean effective radius (v̄_d·ρ), the ``perturb="dominant"`` extension, and the
-   training length (half and double the epochs).
+   training length (half and double the epochs);
+4. **controls** — per regime × fusion, Joint at M-SAM's tuned learning rate, so the effect of
+   the sharpness term is measured apart from that of the learning rate the tuner chose.
 
 Run directory::
 
     tune-<fusion>/              tuning runs (see tuning.py); final/ is the base regime's run
     regimes/<regime>-<fusion>/  one `run_experiment` directory each
     checks/, checks-epochs<E>/  the paper's checks
+    controls/<regime>-<fusion>/ Joint at M-SAM's tuned learning rate (the reference there)
     regimes.csv / .json / .md   one row per regime × fusion × method, paired stats vs Joint
     checks.csv / .md            the same for the checks
+    controls.csv / .md          the same against Joint at M-SAM's learning rate
     plots/regimes.png           Δ accuracy vs Joint with 95 % CIs, per regime and fusion
 
 Every stage reuses finished runs, so re-running the command resumes the suite.
@@ -116,6 +120,7 @@ class SuiteConfig:
     lr: float = 0.1  # the centre of the tuned range [lr / 4, lr * 4]
     batch_size: int = 64
     checks: bool = True
+    controls: bool = True
     rho_sweep: tuple[float, ...] = (0.01, 0.05, 0.1, 0.5)
     verbose: int = 0
 
@@ -216,11 +221,17 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] = print) -> dict[s
         fusion = "late" if "late" in tuned else config.fusions[0]
         check_rows = run_checks(config, base, tuned[fusion], log)
         write_table(config.run_dir, "checks", check_rows)
+    control_rows: list[dict[str, Any]] = []
+    if config.controls:
+        for regime in regimes:
+            for fusion in config.fusions:
+                control_rows += run_control(config, regime, fusion, tuned[fusion], log)
+        write_table(config.run_dir, "controls", control_rows)
     from keras_msam.experiments.suite_plots import plot_regimes, plot_share_trajectories
 
     plot_regimes(config.run_dir, rows)
     plot_share_trajectories(config.run_dir, _run_dirs(config, regimes))
-    return {"regimes": rows, "checks": check_rows}
+    return {"regimes": rows, "checks": check_rows, "controls": control_rows}
 
 
 def _run_dirs(config: SuiteConfig, regimes: Sequence[Regime]) -> dict[tuple[str, str], str]:
@@ -299,6 +310,51 @@ def run_checks(
         result = run_experiment(build_config(values), log=log)
         rows += regime_rows(base, "late", result.run_dir, check=f"epochs={epochs}")
     return rows
+
+
+def run_control(
+    config: SuiteConfig,
+    regime: Regime,
+    fusion: str,
+    tuned: Sequence[str],
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Joint at M-SAM's tuned learning rate, as the reference for the tuned SAM/M-SAM runs.
+
+    Tuning picks each method's learning rate, so "M-SAM vs tuned Joint" mixes the effect of
+    the sharpness term with that of a different learning rate. This control trains Joint at
+    M-SAM's learning rate with the same seeds and compares every tuned method with it; the
+    tuned methods' finished runs are copied from the regime's directory, not retrained.
+    Nothing is run when Joint and M-SAM were tuned to the same learning rate.
+    """
+    import shutil
+
+    from keras_msam.experiments.runner import run_experiment
+
+    specs = [parse_method(text) for text in tuned]
+    joint = next(s for s in specs if s.name == "joint")
+    msam = next((s for s in specs if s.name == "msam"), None)
+    if msam is None or dict(msam.options).get("lr") == dict(joint.options).get("lr"):
+        return []
+    control = _with(joint, lr=dict(msam.options)["lr"])
+    source = _run_dirs(config, [regime])[regime.name, fusion]
+    target = os.path.join(config.run_dir, "controls", f"{regime.name}-{fusion}")
+    others = [s for s in specs if s.name != "joint"]
+    for spec in others:  # reuse the finished runs: only their result and history files
+        for seed in range(config.seeds):
+            seed_dir = os.path.join(source, spec.slug, f"seed{seed}")
+            if not os.path.exists(os.path.join(seed_dir, "metrics.json")):
+                continue
+            copy = os.path.join(target, spec.slug, f"seed{seed}")
+            os.makedirs(copy, exist_ok=True)
+            for name in ("metrics.json", "history.json", "history.csv"):
+                if os.path.exists(os.path.join(seed_dir, name)):
+                    shutil.copy2(os.path.join(seed_dir, name), os.path.join(copy, name))
+    values = experiment_values(config, regime, fusion, [control.text] + [s.text for s in others])
+    values.update(reference=control.text, run_dir=target, plots=False)
+    log(f"\n=== control: Joint at M-SAM's learning rate, {regime.name}, {fusion} fusion ===")
+    result = run_experiment(build_config(values), log=log)
+    return regime_rows(regime, fusion, result.run_dir, check="joint at msam's lr")
 
 
 def _with(spec: MethodSpec, **options: Any) -> MethodSpec:
