@@ -90,6 +90,8 @@ def test_quick_suite_end_to_end_and_resume(tmp_path):
     assert (tmp_path / "suite" / "plots" / "regimes.png").exists()
     assert (tmp_path / "suite" / "plots" / "share_trajectories.png").exists()
     assert (tmp_path / "suite" / "regimes.md").read_text().startswith("| regime |")
+    verdict = (tmp_path / "suite" / "verdict.md").read_text().splitlines()
+    assert verdict[0].startswith("| regime | fusion | dominant") and len(verdict) == 2 + 2
     # tuning selected on validation only: its trial runs have no test accuracy
     trial = json.loads((tmp_path / "suite" / "tune-late" / "tuning" / "selected.json").read_text())
     assert set(trial) == {"joint", "msam"}

@@ -125,7 +125,12 @@ def run_benchmark(args: argparse.Namespace, backend: str) -> int:
     if tables["checks"]:
         print()
         print(format_rows(tables["checks"]))
-    print(f"\nRun directory: {config.run_dir} (regimes.md, checks.md, plots/regimes.png)")
+    print()
+    with open(os.path.join(config.run_dir, "verdict.md")) as handle:
+        print(handle.read())
+    print(
+        f"Run directory: {config.run_dir} (verdict.md, regimes.md, checks.md, controls.md, plots/)"
+    )
     return 0
 
 

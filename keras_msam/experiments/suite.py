@@ -23,6 +23,7 @@ Run directory::
     regimes.csv / .json / .md   one row per regime × fusion × method, paired stats vs Joint
     checks.csv / .md            the same for the checks
     controls.csv / .md          the same against Joint at M-SAM's learning rate
+    verdict.md                  one row per regime × fusion: the paired differences that matter
     plots/regimes.png           Δ accuracy vs Joint with 95 % CIs, per regime and fusion
 
 Every stage reuses finished runs, so re-running the command resumes the suite.
@@ -228,7 +229,11 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] = print) -> dict[s
                 control_rows += run_control(config, regime, fusion, tuned[fusion], log)
         write_table(config.run_dir, "controls", control_rows)
     from keras_msam.experiments.suite_plots import plot_regimes, plot_share_trajectories
+    from keras_msam.experiments.suite_report import verdict_markdown, verdict_rows
 
+    with open(os.path.join(config.run_dir, "verdict.md"), "w") as handle:
+        handle.write(verdict_markdown(verdict_rows(config.run_dir, config.regimes, config.fusions)))
+        handle.write("\n")
     plot_regimes(config.run_dir, rows)
     plot_share_trajectories(config.run_dir, _run_dirs(config, regimes))
     return {"regimes": rows, "checks": check_rows, "controls": control_rows}
