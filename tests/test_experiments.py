@@ -4,6 +4,7 @@ kill-and-resume equivalence, and clear errors for unknown names."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -309,3 +310,22 @@ def test_without_matplotlib_the_run_finishes_and_says_plots_were_skipped(tmp_pat
     assert result.plots == [] and not (tmp_path / "r" / "plots").exists()
     assert any("Plots skipped: matplotlib is not installed" in line for line in lines)
     assert (tmp_path / "r" / "summary.csv").exists()
+
+
+def test_a_run_directory_written_before_new_settings_still_resumes(tmp_path):
+    config = ExperimentConfig(**TINY, methods=parse_methods("joint"), run_dir=str(tmp_path / "r"))
+    run_experiment(config, log=lambda line: None)
+    path = tmp_path / "r" / "config.json"
+    record = json.loads(path.read_text())
+    for key in ("lr_schedule", "lr_step_size", "lr_gamma", "reference", "sharpness_rho"):
+        record["config"].pop(key)  # as written by an older keras-msam
+    path.write_text(json.dumps(record))
+    assert len(run_experiment(config, log=lambda line: None).runs) == 1
+    with pytest.raises(ConfigError, match="differs in epochs"):
+        run_experiment(dataclasses.replace(config, epochs=3), log=lambda line: None)
+
+
+def test_a_file_data_set_without_its_root_is_a_config_error(tmp_path):
+    config = ExperimentConfig(data="cremad", run_dir=str(tmp_path / "c"), verbose=0)
+    with pytest.raises(ConfigError, match="cremad.*root"):
+        run_experiment(config, log=lambda line: None)

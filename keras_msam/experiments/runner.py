@@ -311,7 +311,12 @@ def load_splits(config: ExperimentConfig) -> Splits:
             **options,
         )
 
-    train = load("train", shuffle=True, seed=config.seed)
+    try:
+        train = load("train", shuffle=True, seed=config.seed)
+    except ValueError as error:  # a missing --data-root, a bad loader option: before training
+        if type(error).__name__ == "DataFormatError":
+            raise
+        raise ConfigError(f"Data set {config.data!r}: {error}") from None
     if train.num_classes is None:
         raise ConfigError(
             f"Data set {config.data!r} has regression labels; the experiment runner compares "
@@ -627,7 +632,11 @@ def _claim_run_dir(run_dir: str, config: ExperimentConfig) -> None:
     if os.path.exists(path):
         with open(path) as handle:
             previous = json.load(handle)
-        same = {k: v for k, v in previous.get("config", {}).items() if k not in _FREE_KEYS}
+        # settings added after a directory was written compare as their defaults
+        defaults = ExperimentConfig().to_dict()
+        stored = {**{k: v for k, v in defaults.items() if k not in ("methods",)},
+                  **previous.get("config", {})}  # fmt: skip
+        same = {k: v for k, v in stored.items() if k not in _FREE_KEYS}
         now = {k: v for k, v in record["config"].items() if k not in _FREE_KEYS}
         if same != now or previous.get("backend") != record["backend"]:
             changed = sorted(k for k in set(same) | set(now) if same.get(k) != now.get(k))
