@@ -96,7 +96,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--lr-gamma", type=float, default=None, help="step decay factor (default: 0.1)"
     )
     parser.add_argument(
-        "--rho", type=float, default=None, help="SAM/M-SAM neighbourhood radius (default: 0.05)"
+        "--rho", type=float, default=None, help="SAM/M-SAM neighbourhood radius (default: 0.02)"
     )
     parser.add_argument(
         "--num-train",
@@ -376,6 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"keras-msam: {error}") from None
     print()
     print(format_table(result.summary, list(result.runs[0].modality_accuracy)))
+    if config.seeds < 2 and len(config.methods) > 1:
+        print(
+            "\nOne seed: differences between methods here are not a verdict. Run --seeds 5 "
+            "for paired differences with 95% confidence intervals (see README, When does "
+            "M-SAM help?)."
+        )
     print(f"\nRun directory: {result.run_dir}")
     for name in ("results.csv", "summary.csv", "results.json"):
         print(f"  {os.path.join(result.run_dir, name)}")

@@ -119,6 +119,7 @@ class SuiteConfig:
     trials: int = 6
     trial_seeds: int = 2
     lr: float = 0.1  # the centre of the tuned range [lr / 4, lr * 4]
+    rho: float = 0.05  # ρ of untuned SAM/M-SAM specs (example configs); tuned specs name theirs
     batch_size: int = 64
     checks: bool = True
     controls: bool = True
@@ -190,6 +191,7 @@ def experiment_values(
         "epochs": config.epochs * regime.epoch_factor,
         "batch_size": config.batch_size,
         "lr": config.lr,
+        "rho": config.rho,
         "reference": "joint" if "joint" in methods else None,
         "plots": True,
         "verbose": config.verbose,
