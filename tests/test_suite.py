@@ -87,6 +87,8 @@ def test_quick_suite_end_to_end_and_resume(tmp_path):
     assert any(m.startswith("sam(") for m in labels)
     assert any("perturb=dominant" in m for m in labels)
     assert {c for c, _ in checks} == {"methods", "epochs=1", "epochs=2"}
+    summary = (tmp_path / "suite" / "checks_summary.md").read_text()
+    assert "fixed_dominant_share=0.5" in summary and "| epochs |" in summary
     assert (tmp_path / "suite" / "plots" / "regimes.png").exists()
     assert (tmp_path / "suite" / "plots" / "share_trajectories.png").exists()
     assert (tmp_path / "suite" / "regimes.md").read_text().startswith("| regime |")

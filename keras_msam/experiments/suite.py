@@ -24,6 +24,7 @@ Run directory::
     checks.csv / .md            the same for the checks
     controls.csv / .md          the same against Joint at M-SAM's learning rate
     verdict.md                  one row per regime × fusion: the paired differences that matter
+    checks_summary.md           the checks against tuned Joint and tuned M-SAM, and by length
     plots/regimes.png           Δ accuracy vs Joint with 95 % CIs, per regime and fusion
 
 Every stage reuses finished runs, so re-running the command resumes the suite.
@@ -224,6 +225,10 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] = print) -> dict[s
         fusion = "late" if "late" in tuned else config.fusions[0]
         check_rows = run_checks(config, base, tuned[fusion], log)
         write_table(config.run_dir, "checks", check_rows)
+        from keras_msam.experiments.suite_report import checks_markdown
+
+        with open(os.path.join(config.run_dir, "checks_summary.md"), "w") as handle:
+            handle.write(checks_markdown(config.run_dir) + "\n")
     control_rows: list[dict[str, Any]] = []
     if config.controls:
         for regime in regimes:

@@ -127,3 +127,52 @@ def verdict_markdown(rows: Sequence[dict[str, str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row[k] for k in keys) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def checks_markdown(run_dir: str) -> str:
+    """The paper's checks: each variant's test and validation accuracy, its paired difference
+    with tuned Joint and with tuned M-SAM; then M-SAM − Joint per training length."""
+    runs = _runs(os.path.join(run_dir, "checks"))
+    if not runs:
+        return ""
+    labels = list(dict.fromkeys(str(r["method"]) for r in runs))
+    joint = next(label for label in labels if label.startswith("joint"))
+    msam = next(label for label in labels if label.startswith("msam"))
+    lines = [
+        "| variant | test acc % | validation acc % | − tuned Joint [95% CI] "
+        "| − tuned M-SAM [95% CI] |",
+        "|---|---|---|---|---|",
+    ]
+    for label in labels:
+        group = [r for r in runs if r["method"] == label]
+        test = 100 * sum(r["accuracy"] for r in group) / len(group)
+        validation = 100 * sum(r["best_val_accuracy"] for r in group) / len(group)
+        versus_joint = _cell(runs, "accuracy", label, joint) if label != joint else "(reference)"
+        versus_msam = _cell(runs, "accuracy", label, msam) if label != msam else "(reference)"
+        lines.append(
+            f"| `{label}` | {test:.1f} | {validation:.1f} | {versus_joint} | {versus_msam} |"
+        )
+    lengths = sorted(
+        int(name[len("checks-epochs") :])
+        for name in os.listdir(run_dir)
+        if name.startswith("checks-epochs")
+    )
+    if lengths:
+        lines += [
+            "",
+            "| epochs | Joint acc % | M-SAM acc % | M-SAM − Joint [95% CI] |",
+            "|---|---|---|---|",
+        ]
+        for epochs in lengths:
+            length_runs = _runs(os.path.join(run_dir, f"checks-epochs{epochs}"))
+            if not length_runs:
+                continue
+            means = {}
+            for label in (joint, msam):
+                group = [r for r in length_runs if r["method"] == label]
+                means[label] = 100 * sum(r["accuracy"] for r in group) / max(len(group), 1)
+            lines.append(
+                f"| {epochs} | {means[joint]:.1f} | {means[msam]:.1f} | "
+                f"{_cell(length_runs, 'accuracy', msam, joint)} |"
+            )
+    return "\n".join(lines)
