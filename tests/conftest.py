@@ -110,3 +110,18 @@ def assert_resume_equals_never_stopping(
         if "seed" not in a.path:
             np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-5, atol=1e-6)
     return loaded, straight
+
+
+def tiny_zoo_model(num_classes: int = 4):
+    """A tiny zoo model: per-modality Dense encoders (audio (6,), visual (4,)) and linear concat
+    fusion, so every trainer (OGM-GE's split, DecisionWeighting's gains) accepts it."""
+    from zoo.models.base import MultimodalClassifier
+    from zoo.models.fusions import ConcatFusion
+
+    encoders = {}
+    for name, dim in (("audio", 6), ("visual", 4)):
+        inputs = keras.Input((dim,), name=name)
+        encoders[name] = keras.Model(
+            inputs, keras.layers.Dense(5, activation="tanh", name=f"{name}_dense")(inputs)
+        )
+    return MultimodalClassifier(encoders, ConcatFusion(num_classes, name="fusion"), name="tiny")

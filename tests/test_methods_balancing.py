@@ -12,6 +12,7 @@ from conftest import (
     copy_state,
     small_av_model,
     small_batch,
+    tiny_zoo_model,
     weights_of,
 )
 
@@ -19,23 +20,13 @@ import keras_msam
 import zoo
 from keras_msam.trainers.agm import agm_coefficients, agm_scores, shapley_logits
 from keras_msam.trainers.ogmge import ogm_coefficients
-from zoo.models.base import MultimodalClassifier
-from zoo.models.fusions import ConcatFusion
 
 
 def _np(t):
     return np.asarray(keras.ops.convert_to_numpy(t), dtype=np.float64)
 
 
-def _zoo_linear_model(num_classes=4):
-    """A tiny zoo model with linear late fusion (concat head): OGM-GE's split applies."""
-    encoders = {}
-    for name, dim in (("audio", 6), ("visual", 4)):
-        inputs = keras.Input((dim,), name=name)
-        encoders[name] = keras.Model(
-            inputs, keras.layers.Dense(5, activation="tanh", name=f"{name}_dense")(inputs)
-        )
-    return MultimodalClassifier(encoders, ConcatFusion(num_classes, name="fusion"), name="tiny")
+_zoo_linear_model = tiny_zoo_model
 
 
 def _twins(cls, kwargs, model_fn=small_av_model, lr=0.1):

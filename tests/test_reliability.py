@@ -17,26 +17,23 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import compile_trainer, copy_state, small_av_model, small_batch, weights_of
+from conftest import (
+    compile_trainer,
+    copy_state,
+    small_av_model,
+    small_batch,
+    tiny_zoo_model,
+    weights_of,
+)
 
 import keras_msam
 import zoo
-from zoo.models.base import MultimodalClassifier
-from zoo.models.fusions import ConcatFusion
 
 BACKENDS = ("jax", "tensorflow", "torch")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _tiny_zoo_model(num_classes: int = 4) -> MultimodalClassifier:
-    """A zoo model (per-modality encoders, linear concat fusion): every trainer accepts it."""
-    encoders = {}
-    for name, dim in (("audio", 6), ("visual", 4)):
-        inputs = keras.Input((dim,), name=name)
-        encoders[name] = keras.Model(
-            inputs, keras.layers.Dense(5, activation="tanh", name=f"{name}_dense")(inputs)
-        )
-    return MultimodalClassifier(encoders, ConcatFusion(num_classes, name="fusion"), name="tiny")
+_tiny_zoo_model = tiny_zoo_model
 
 
 # Every trainer, with options that differ from the defaults (they must survive the round trip).

@@ -11,6 +11,11 @@ from typing import Any
 from keras_msam.experiments.config import ConfigError
 
 
+def echo(line: str) -> None:
+    """A progress line, flushed at once (runs print while they train)."""
+    print(line, flush=True)
+
+
 def run_tune(args: argparse.Namespace, backend: str, settings: Callable[..., Any]) -> int:
     """`keras-msam tune`: equal-budget search on validation, then the paired final run."""
     from keras_msam.experiments.table import format_table
@@ -39,7 +44,7 @@ def run_tune(args: argparse.Namespace, backend: str, settings: Callable[..., Any
     from zoo.datasets import DataFormatError
 
     try:
-        result = tune(config, log=lambda line: print(line, flush=True))
+        result = tune(config, log=echo)
     except DataFormatError as error:
         raise SystemExit(f"keras-msam: {error}") from None
     print("\nSelected on validation (mean over trial seeds):")
@@ -117,7 +122,7 @@ def run_benchmark(args: argparse.Namespace, backend: str) -> int:
         flush=True,
     )
     try:
-        tables = run_suite(config, log=lambda line: print(line, flush=True))
+        tables = run_suite(config, log=echo)
     except ConfigError as error:
         raise SystemExit(f"keras-msam: {error}") from None
     print()

@@ -22,7 +22,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from keras_msam.cli.commands import add_benchmark_arguments, run_benchmark, run_report, run_tune
+from keras_msam.cli.commands import (
+    add_benchmark_arguments,
+    echo,
+    run_benchmark,
+    run_report,
+    run_tune,
+)
 from keras_msam.experiments.config import (
     DEFAULT_METHODS,
     METHODS,
@@ -369,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from zoo.datasets import DataFormatError
 
         try:
-            result = run_experiment(config, log=lambda line: print(line, flush=True))
+            result = run_experiment(config, log=echo)
         except DataFormatError as error:
             raise SystemExit(f"keras-msam: {error}") from None
     except ConfigError as error:

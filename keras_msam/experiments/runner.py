@@ -526,15 +526,18 @@ def _train_accuracy_and_sharpness(
 ) -> tuple[float, float]:
     """The selected weights' accuracy on the whole training split, and the loss sharpness at
     ``config.sharpness_rho`` on its first `SHARPNESS_EXAMPLES` examples (NaN when ρ = 0)."""
+    from keras_msam.evaluation import coalition_accuracies
+
     x_train, y_train = splits.train_arrays()
-    accuracy = keras_msam.modality_accuracies(trainer, x_train, y_train)
+    everything = np.ones((1, len(trainer.modality_names)), bool)  # the full input only
+    accuracy = float(coalition_accuracies(trainer, x_train, y_train, everything)[0])
     if config.sharpness_rho <= 0:
-        return accuracy["multimodal"], math.nan
+        return accuracy, math.nan
     head = _head(x_train, SHARPNESS_EXAMPLES)
     measured = keras_msam.analysis.sharpness(
         trainer.model, head, y_train[:SHARPNESS_EXAMPLES], rho=config.sharpness_rho
     )
-    return accuracy["multimodal"], float(measured["sharpness"])
+    return accuracy, float(measured["sharpness"])
 
 
 def _require_tensorboard() -> None:
