@@ -252,8 +252,14 @@ def tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
         ConfigError: before any training, for an unknown hyperparameter, an empty search space,
             a reference not among the methods, fewer than 2 final seeds, or an unknown data
             set, model or option.
+        ImportError: when Optuna is not installed (``pip install "keras-msam[experiments]"``).
     """
-    import optuna
+    try:
+        import optuna
+    except ImportError as error:  # pragma: no cover - depends on the installed extras
+        raise ImportError(
+            "keras-msam tune needs Optuna: pip install 'keras-msam[experiments]' (or optuna>=3.4)"
+        ) from error
 
     from keras_msam.experiments import runner
 
