@@ -79,7 +79,7 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default=None, help="default: joint,sam,msam")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=None, help="paired seeds (default: 5)")
-    parser.add_argument("--trials", type=int, default=None, help="trials per method (default 4)")
+    parser.add_argument("--trials", type=int, default=None, help="trials per method (default 6)")
     parser.add_argument("--trial-seeds", type=int, default=None, help="(default: 2)")
     parser.add_argument("--no-checks", action="store_true", help="skip the paper's checks")
     parser.add_argument(

@@ -86,6 +86,11 @@ REGIMES: tuple[Regime, ...] = (
         {**SPEAKER_DEPENDENT, "visual_blur": 1.5},
     ),
     Regime(
+        "visual_occluded_0.3",
+        "speaker-dependent, 30 % of each image occluded: the images' lead shrinks",
+        {**SPEAKER_DEPENDENT, "visual_occlusion": 0.3},
+    ),
+    Regime(
         "visual_occluded_0.6",
         "speaker-dependent, 60 % of each image occluded: speech strongly dominant (swap)",
         {**SPEAKER_DEPENDENT, "visual_occlusion": 0.6},
