@@ -217,7 +217,9 @@ def test_a_killed_run_resumes_to_the_same_final_weights(tmp_path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     run = tmp_path / "resumed" / "msam" / "seed0"
     assert not (run / "metrics.json").exists()
-    assert json.loads((run / "backup" / "training_metadata.json").read_text())["epoch"] == 2
+    state = json.loads((run / "backup" / "state.json").read_text())
+    assert state == {"epoch": 2, "weights": "epoch2.weights.h5"}
+    assert sorted(os.listdir(run / "backup")) == ["epoch2.weights.h5", "state.json"]
     resumed = launch(tmp_path / "resumed", "go")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     straight = launch(tmp_path / "straight", "go")

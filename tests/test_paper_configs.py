@@ -19,7 +19,7 @@ from conftest import small_av_model, small_batch, weights_of
 
 import keras_msam
 from keras_msam.experiments import ConfigError, build_config, read_config_file, run_experiment
-from keras_msam.experiments.runner import make_optimizer
+from keras_msam.experiments.optimizers import make_optimizer
 
 PAPER = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "paper")
 TINY_RESNET = {"width": 8}

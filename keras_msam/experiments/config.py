@@ -33,7 +33,7 @@ from typing import Any
 METHODS = ("joint", "sam", "msam", "asam", "ogmge", "agm", "btw", "mwam", "dlw")
 DEFAULT_METHODS = ("joint", "sam", "msam")
 OPTIMIZERS = ("sgd", "adam", "adamw")  # sgd uses `momentum`
-LR_SCHEDULES = ("constant", "step", "cosine")  # see runner.make_optimizer
+LR_SCHEDULES = ("constant", "step", "cosine")  # see optimizers.make_optimizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +84,7 @@ class ExperimentConfig:
     lr: float = 0.05
     momentum: float = 0.9
     # Coupled L2 for sgd/adam (PyTorch's weight_decay), decoupled for adamw; None: the optimizer's
-    # own default (none; Keras's 0.004 for adamw). See runner.make_optimizer.
+    # own default (none; Keras's 0.004 for adamw). See optimizers.make_optimizer.
     weight_decay: float | None = None
     lr_schedule: str = "constant"  # "step": x lr_gamma every lr_step_size epochs; "cosine": to 0
     lr_step_size: int = 70

@@ -176,6 +176,8 @@ def write_json(path: str, value: Any) -> None:
     temporary = f"{path}.tmp"
     with open(temporary, "w") as handle:
         json.dump(value, handle, indent=2, default=to_float)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(temporary, path)
 
 
@@ -187,4 +189,6 @@ def write_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(temporary, path)

@@ -21,9 +21,11 @@ leaves what it had)::
         tensorboard/            with ``tensorboard=True``
 
 Resuming: run the same command (same ``run_dir``) again. Finished runs are read back; an
-interrupted run restarts from its last backup (`keras.callbacks.BackupAndRestore`, end of the
-last complete epoch): weights, optimizer and trainer state are restored and the loader's seeded
-shuffling is put at that epoch, so it ends with the weights an uninterrupted run would have.
+interrupted run restarts from its last backup (end of the last complete epoch): weights,
+optimizer and trainer state are restored and the loader's seeded shuffling is put at that epoch,
+so it ends with the weights an uninterrupted run would have. Every file is written atomically
+(`keras_msam.experiments.checkpoints`), so a kill at any instant costs at most the epoch under
+way; a run file that is unreadable anyway is reported and that run is recomputed.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,7 +48,18 @@ import keras_msam
 import zoo
 from keras_msam.backend.jax_cache import enable_compilation_cache
 from keras_msam.callbacks import ModalityAccuracy, StepTimer
+from keras_msam.experiments.checkpoints import (
+    AtomicBackupAndRestore,
+    BestCheckpoint,
+    CorruptRunFile,
+    HistoryWriter,
+    load_weights_checked,
+    read_run_json,
+    save_model_atomic,
+    save_weights_atomic,
+)
 from keras_msam.experiments.config import ConfigError, ExperimentConfig, MethodSpec
+from keras_msam.experiments.optimizers import make_optimizer  # noqa: F401  (re-exported)
 from keras_msam.experiments.results import (  # noqa: F401  (re-exported)
     RUN_COLUMNS,
     SUMMARY_COLUMNS,
@@ -155,104 +169,6 @@ def check_names(config: ExperimentConfig) -> None:
     for spec in config.methods:
         trainer_options(spec, config)
         config_for_method(config, spec)
-
-
-def make_optimizer(
-    config: ExperimentConfig, steps_per_epoch: int | None = None
-) -> keras.optimizers.Optimizer:
-    """SGD with ``momentum``, Adam or AdamW, at learning rate ``lr`` with ``lr_schedule`` and
-    ``weight_decay``.
-
-    The schedule is a `keras.optimizers.schedules.LearningRateSchedule` of the optimizer's
-    iteration count, so a run resumed from its backup (which restores ``iterations``) continues
-    on it. ``steps_per_epoch`` is the length of the training loader (needed unless the schedule
-    is ``"constant"``):
-
-    - ``"constant"``: ``lr`` throughout;
-    - ``"step"``: ``lr * lr_gamma ** (epoch // lr_step_size)``, PyTorch's
-      ``StepLR(step_size=lr_step_size, gamma=lr_gamma)`` stepped once per epoch, as in the
-      OGM-GE / AGM reference code (epochs counted from 0; constant within an epoch);
-    - ``"cosine"``: per step from ``lr`` down to 0 at the run's last step
-      (``epochs * steps_per_epoch``), `keras.optimizers.schedules.CosineDecay`.
-
-    ``weight_decay`` for ``sgd`` and ``adam`` is *coupled* L2, PyTorch's ``SGD``/``Adam``
-    ``weight_decay``: ``weight_decay * w`` is added to each gradient right before the
-    optimizer's update (after a method's own gradient changes, such as SAM's perturbed gradient
-    or OGM-GE's modulation), so with momentum it goes through the momentum buffer. That is what
-    the OGM-GE, AGM and PMR reference code run (torch SGD, weight decay 1e-4) and what M-SAM's
-    update writes (θ ← θ − η (∇L_d(θ + ε) + ∇L_s(θ) + λ θ)), so a protocol's 1e-4 means the same
-    here. Keras's own ``weight_decay=`` argument is decoupled (``w ← w − lr·wd·w`` beside the
-    update), which differs from L2 as soon as momentum or Adam's scaling is used. For ``adamw``
-    it is AdamW's decoupled decay, as its name says; None leaves Keras's default (0.004).
-    The same on every backend.
-    """
-    lr = _learning_rate(config, steps_per_epoch)
-    decay = config.weight_decay
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, **({} if decay is None else {"weight_decay": decay}))
-    if decay:
-        if config.optimizer == "adam":
-            return CoupledL2Adam(lr, l2=decay)
-        return CoupledL2SGD(lr, momentum=config.momentum, l2=decay)
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(lr)
-    return keras.optimizers.SGD(lr, momentum=config.momentum)
-
-
-def _learning_rate(
-    config: ExperimentConfig, steps_per_epoch: int | None
-) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """``config.lr``, or the `LearningRateSchedule` of ``config.lr_schedule``."""
-    if config.lr_schedule == "constant":
-        return config.lr
-    if steps_per_epoch is None or steps_per_epoch < 1:
-        raise ConfigError(
-            f"lr_schedule={config.lr_schedule!r} needs the number of training steps per epoch "
-            f"(make_optimizer(config, steps_per_epoch=len(train))), got {steps_per_epoch!r}."
-        )
-    if config.lr_schedule == "step":
-        return keras.optimizers.schedules.ExponentialDecay(
-            config.lr,
-            decay_steps=config.lr_step_size * steps_per_epoch,
-            decay_rate=config.lr_gamma,
-            staircase=True,
-        )
-    if config.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(
-            config.lr, decay_steps=config.epochs * steps_per_epoch, alpha=0.0
-        )
-    raise ConfigError(f"Unknown lr_schedule {config.lr_schedule!r}.")
-
-
-class _CoupledL2:
-    """Adds ``l2 * w`` to each gradient right before the optimizer's update step: PyTorch's
-    coupled ``weight_decay`` (an L2 term in the gradient), on every backend."""
-
-    def __init__(self, *args: Any, l2: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.l2 = float(l2)
-
-    def _backend_update_step(self, grads: Any, trainable_variables: Any, learning_rate: Any) -> Any:
-        # The common hook of every backend's apply, after empty gradients are dropped, loss
-        # scaling undone and clipping applied, as torch's optimizer.step() adds it.
-        grads = [
-            keras.ops.add(g, keras.ops.multiply(keras.ops.cast(self.l2, g.dtype), v.value))
-            for g, v in zip(grads, trainable_variables)
-        ]
-        return super()._backend_update_step(grads, trainable_variables, learning_rate)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "l2": self.l2}
-
-
-@keras.saving.register_keras_serializable(package="keras_msam")
-class CoupledL2SGD(_CoupledL2, keras.optimizers.SGD):
-    """`keras.optimizers.SGD` with coupled L2 weight decay ``l2`` (torch ``SGD``'s)."""
-
-
-@keras.saving.register_keras_serializable(package="keras_msam")
-class CoupledL2Adam(_CoupledL2, keras.optimizers.Adam):
-    """`keras.optimizers.Adam` with coupled L2 weight decay ``l2`` (torch ``Adam``'s)."""
 
 
 def build_trainer(
@@ -368,66 +284,6 @@ class _SyncEpoch(keras.callbacks.Callback):
         self._dataset.set_epoch(epoch)
 
 
-class _BestCheckpoint(keras.callbacks.Callback):
-    """Saves the weights of the best epoch by a validation metric; the best value survives a
-    restart (kept in ``best.json``), unlike `ModelCheckpoint`'s."""
-
-    def __init__(self, directory: str, monitor: str) -> None:
-        super().__init__()
-        self.monitor = monitor
-        self.weights_path = os.path.join(directory, "best.weights.h5")
-        self.state_path = os.path.join(directory, "best.json")
-        self.maximise = not monitor.endswith("loss")
-        self.best = {"epoch": -1, "value": None}
-        if os.path.exists(self.state_path):
-            with open(self.state_path) as handle:
-                self.best = json.load(handle)
-
-    def _better(self, value: float) -> bool:
-        if self.best["value"] is None:
-            return True
-        return value > self.best["value"] if self.maximise else value < self.best["value"]
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs or {}
-        if self.monitor not in logs:
-            raise ConfigError(
-                f"select_metric {self.monitor!r} is not in the epoch logs; available: "
-                f"{', '.join(sorted(k for k in logs if k.startswith('val_')))}."
-            )
-        value = float(logs[self.monitor])
-        if math.isfinite(value) and self._better(value):
-            self.model.save_weights(self.weights_path, overwrite=True)
-            self.best = {"epoch": epoch, "value": value}
-            write_json(self.state_path, self.best)
-
-
-class _HistoryWriter(keras.callbacks.Callback):
-    """Writes the epoch logs to history.csv/json after every epoch, keeping the rows of earlier
-    (resumed-from) processes; a re-run epoch replaces its row."""
-
-    def __init__(self, directory: str) -> None:
-        super().__init__()
-        self.csv_path = os.path.join(directory, "history.csv")
-        self.json_path = os.path.join(directory, "history.json")
-        self.rows: list[dict[str, Any]] = []
-        if os.path.exists(self.json_path):
-            with open(self.json_path) as handle:
-                self.rows = json.load(handle)
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        row = {"epoch": epoch}
-        row.update({k: to_float(v) for k, v in (logs or {}).items()})
-        self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
-        write_json(self.json_path, self.rows)
-        write_csv(self.csv_path, self.rows)
-
-    def series(self) -> dict[str, list[float]]:
-        """``{log name: per-epoch values}`` over all epochs so far."""
-        keys = sorted({k for r in self.rows for k in r if k != "epoch"})
-        return {k: [r.get(k, float("nan")) for r in self.rows] for k in keys}
-
-
 # --------------------------------------------------------------------------- one run
 def train_run(
     config: ExperimentConfig,
@@ -437,17 +293,42 @@ def train_run(
     directory: str,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     evaluate_test: bool = True,
+    log: Callable[[str], None] = print,
 ) -> RunResult:
     """Trains one method with one seed into ``directory`` (resuming from its backup if any),
     restores the best-validation weights and evaluates the test split once.
 
     With ``evaluate_test=False`` (tuning trials) the test split is never touched: the test
-    accuracies, the generalisation gap and the sharpness are NaN."""
+    accuracies, the generalisation gap and the sharpness are NaN.
+
+    A run file that exists but cannot be read (a truncated or hand-edited checkpoint, state or
+    metrics file) is never trusted: the run is recomputed from scratch, with a line naming the
+    file sent to ``log``."""
+    try:
+        return _train_run(config, spec, seed, splits, directory, extra_callbacks, evaluate_test)
+    except CorruptRunFile as error:
+        log(f"keras-msam: {error}; recomputing the run in {directory} from scratch.")
+        shutil.rmtree(directory)
+        return _train_run(config, spec, seed, splits, directory, extra_callbacks, evaluate_test)
+
+
+def _train_run(
+    config: ExperimentConfig,
+    spec: MethodSpec,
+    seed: int,
+    splits: Splits,
+    directory: str,
+    extra_callbacks: Sequence[keras.callbacks.Callback],
+    evaluate_test: bool,
+) -> RunResult:
     os.makedirs(directory, exist_ok=True)
     metrics_path = os.path.join(directory, "metrics.json")
-    if os.path.exists(metrics_path):
-        with open(metrics_path) as handle:
-            return RunResult(**{**json.load(handle), "path": directory})
+    done = read_run_json(metrics_path)
+    if done is not None:
+        try:
+            return RunResult(**{**done, "path": directory})
+        except TypeError as error:
+            raise CorruptRunFile(metrics_path, error) from error
     keras.utils.clear_session()
     keras.utils.set_random_seed(seed)
     model = build_model(config, splits)
@@ -460,8 +341,8 @@ def train_run(
     trainer(_head(splits.validation_arrays[0], 2))  # built, so a backup can be restored
     splits.train.set_epoch(0, seed=seed)
     timer = StepTimer()
-    best = _BestCheckpoint(directory, config.select_metric)
-    history = _HistoryWriter(directory)
+    best = BestCheckpoint(directory, config.select_metric)
+    history = HistoryWriter(directory)
     callbacks: list[keras.callbacks.Callback] = [
         _SyncEpoch(splits.train),
         timer,
@@ -473,7 +354,8 @@ def train_run(
     if config.tensorboard:
         _require_tensorboard()
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(directory, "tensorboard")))
-    callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(directory, "backup")))
+    backup = os.path.join(directory, "backup")
+    callbacks.append(AtomicBackupAndRestore(backup))
     trainer.fit(
         splits.train,
         validation_data=splits.validation,
@@ -482,9 +364,9 @@ def train_run(
         verbose=config.verbose,
         callbacks=callbacks,
     )
-    trainer.save_weights(os.path.join(directory, "final.weights.h5"), overwrite=True)
+    save_weights_atomic(trainer, os.path.join(directory, "final.weights.h5"))
     if best.best["epoch"] >= 0:
-        trainer.load_weights(best.weights_path)
+        load_weights_checked(trainer, best.weights_path)
     names = trainer.modality_names
     if evaluate_test:
         x_test, y_test = splits.test_arrays
@@ -515,6 +397,7 @@ def train_run(
     )
     result.generalisation_gap = train_accuracy - result.accuracy
     write_json(metrics_path, dataclasses.asdict(result))
+    shutil.rmtree(backup, ignore_errors=True)  # the run is done: its backup is no longer needed
     return result
 
 
@@ -558,7 +441,7 @@ def _head(x: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
 
 def _save_model(model: keras.Model, path: str) -> None:
     try:
-        model.save(path)
+        save_model_atomic(model, path)
     except Exception as error:  # a user model that cannot be serialised: the weights remain
         print(f"keras-msam: could not save {path} ({error}); best.weights.h5 holds the weights.")
 
@@ -598,7 +481,7 @@ def run_experiment(
             log(f"\n== {spec.label}, seed {seed} ==")
             directory = os.path.join(run_dir, spec.slug, f"seed{seed}")
             extra = callbacks(spec, seed) if callbacks is not None else ()
-            runs.append(train_run(config, spec, seed, splits, directory, extra))
+            runs.append(train_run(config, spec, seed, splits, directory, extra, log=log))
             write_results(run_dir, config, runs)
     summary = write_results(run_dir, config, runs, final=True)
     plots: list[str] = []
@@ -633,8 +516,14 @@ def _claim_run_dir(run_dir: str, config: ExperimentConfig) -> None:
         },
     }
     if os.path.exists(path):
-        with open(path) as handle:
-            previous = json.load(handle)
+        try:
+            with open(path) as handle:
+                previous = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise ConfigError(
+                f"{path} is unreadable ({error}): it records which experiment {run_dir!r} "
+                "holds; restore it, or choose another --run-dir."
+            ) from error
         # settings added after a directory was written compare as their defaults
         defaults = ExperimentConfig().to_dict()
         stored = {**{k: v for k, v in defaults.items() if k not in ("methods",)},
