@@ -1,7 +1,7 @@
 """Fault injection: `keras-msam compare` killed with SIGKILL at random points, then resumed.
 
     python benchmarks/fault_injection.py --trials 10 --kills 6 \\
-        --json benchmarks/results/fault_injection_jax.json          # KERAS_BACKEND picks the backend
+        --json benchmarks/results/fault_injection_jax.json    # KERAS_BACKEND picks the backend
 
 Each trial runs one small experiment (embedded data, ``joint`` and ``msam``, 2 seeds, 3 epochs:
 4 runs of 12 steps) in a fresh run directory as a sequence of processes. Every process but the

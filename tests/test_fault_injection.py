@@ -29,8 +29,9 @@ def test_killed_at_random_points_resumes_to_the_uninterrupted_results(tmp_path, 
     """Four processes killed with SIGKILL (random points: mid-epoch, validation, a torn
     checkpoint or result file, between runs), then one to the end: the same results."""
     faults = _benchmark()
-    code = faults.main(["--trials", "1", "--kills", "4", "--first-trial", "3",
-                        "--directory", str(tmp_path), "--json", str(tmp_path / "out.json")])  # fmt: skip
+    out_json = str(tmp_path / "out.json")
+    arguments = ["--trials", "1", "--kills", "4", "--first-trial", "3"]
+    code = faults.main([*arguments, "--directory", str(tmp_path), "--json", out_json])
     out = capsys.readouterr().out
     assert code == 0, out
     summary = json.loads((tmp_path / "out.json").read_text())
