@@ -41,7 +41,7 @@ def _rss_mib() -> float:
 
 def _soak(epochs: int) -> dict[str, list[float]]:
     import keras
-    import numpy as np
+    from step_time import compile_with_reference_data  # this directory (sys.path[0])
 
     import keras_msam
     import zoo
@@ -50,18 +50,7 @@ def _soak(epochs: int) -> dict[str, list[float]]:
     keras.utils.set_random_seed(0)
     model = zoo.models.create("late_fusion_av_cnn", num_classes=10)
     trainer = keras_msam.MSAM(model, rho=0.05)
-    trainer.compile(
-        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    rng = np.random.default_rng(0)
-    count = STEPS_PER_EPOCH * BATCH
-    x = {
-        "audio": rng.standard_normal((count, 40, 40, 1)).astype("float32"),
-        "visual": rng.standard_normal((count, 28, 28, 1)).astype("float32"),
-    }
-    y = rng.integers(0, 10, size=count).astype("int32")
+    x, y = compile_with_reference_data(trainer, STEPS_PER_EPOCH * BATCH)
     validation = ({k: v[:256] for k, v in x.items()}, y[:256])
 
     class Recorder(keras.callbacks.Callback):

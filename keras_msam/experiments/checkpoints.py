@@ -21,7 +21,7 @@ from typing import Any
 import keras
 
 from keras_msam.experiments.config import ConfigError
-from keras_msam.experiments.results import to_float, write_csv, write_json
+from keras_msam.experiments.results import atomic_path, to_float, write_csv, write_json
 
 
 class CorruptRunFile(RuntimeError):
@@ -32,34 +32,16 @@ class CorruptRunFile(RuntimeError):
         self.path = path
 
 
-def _temporary(path: str) -> str:
-    """A sibling name with the same extension (Keras checks ``.weights.h5`` / ``.keras``)."""
-    directory, name = os.path.split(path)
-    return os.path.join(directory, f".tmp-{os.getpid()}-{name}")
-
-
-def _fsync(path: str) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
 def save_weights_atomic(model: keras.Model, path: str) -> None:
-    """``model.save_weights(path)`` through a temporary file and a rename."""
-    temporary = _temporary(path)
-    model.save_weights(temporary, overwrite=True)
-    _fsync(temporary)
-    os.replace(temporary, path)
+    """``model.save_weights(path)`` through a temporary file and a rename (`atomic_path`)."""
+    with atomic_path(path) as temporary:
+        model.save_weights(temporary, overwrite=True)
 
 
 def save_model_atomic(model: keras.Model, path: str) -> None:
-    """``model.save(path)`` (``.keras``) through a temporary file and a rename."""
-    temporary = _temporary(path)
-    try:
+    """``model.save(path)`` (``.keras``) through a temporary file and a rename (`atomic_path`)."""
+    with atomic_path(path) as temporary:
         model.save(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def read_run_json(path: str, default: Any = None) -> Any:

@@ -3,12 +3,13 @@ and the atomic writers of the run directory's result files."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -171,24 +172,33 @@ def to_float(value: Any) -> float:
         return float(np.asarray(value))
 
 
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Yields a temporary sibling of ``path`` (same extension, as Keras checks ``.weights.h5``
+    and ``.keras``) to write; on success it is flushed to disk and renamed over ``path``, so a
+    kill at any instant leaves the old complete file or the new one; on failure it is removed."""
+    directory, name = os.path.split(path)
+    temporary = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
+    try:
+        yield temporary
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
 def write_json(path: str, value: Any) -> None:
-    """Writes JSON through a temporary file and a rename: never a half-written file."""
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
+    """Writes JSON atomically (`atomic_path`): never a half-written file."""
+    with atomic_path(path) as temporary, open(temporary, "w") as handle:
         json.dump(value, handle, indent=2, default=to_float)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def write_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
-    """Writes rows as CSV (columns: every key, first-seen order) through a temporary file."""
+    """Writes rows as CSV (columns: every key, first-seen order) atomically (`atomic_path`)."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", newline="") as handle:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
