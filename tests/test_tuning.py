@@ -71,6 +71,22 @@ def test_resume_reuses_finished_trials_and_redraws_an_interrupted_one(tmp_path):
     assert second.selected == first.selected
 
 
+def test_an_unreadable_trial_file_is_recomputed_and_an_unreadable_tune_json_refused(tmp_path):
+    config = _config(tmp_path, methods=["msam"], trials=2, final_seeds=2)
+    first = tune(config, log=lambda line: None)
+    trial = tmp_path / "tune" / "tuning" / "msam" / "trial1"
+    text = (trial / "trial.json").read_text()
+    (trial / "trial.json").write_text(text[: len(text) // 2])  # torn by a disk fault
+    lines = []
+    second = tune(config, log=lines.append)
+    assert any("trial.json is unreadable" in line and "recomputing" in line for line in lines)
+    assert json.loads((trial / "trial.json").read_text())["params"] == first.trials[-1]["params"]
+    assert second.selected == first.selected
+    (tmp_path / "tune" / "tune.json").write_text("{not json")
+    with pytest.raises(ConfigError, match=r"tune\.json is unreadable"):
+        tune(config, log=lambda line: None)
+
+
 def test_the_same_tune_seed_draws_the_same_parameters(tmp_path):
     from keras_msam.experiments import tuning
 

@@ -282,7 +282,7 @@ def tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
         method_dir = os.path.join(run_dir, "tuning", spec.slug)
         for number in range(config.trials):
             trial_dir = os.path.join(method_dir, f"trial{number}")
-            done = _read(os.path.join(trial_dir, "trial.json"))
+            done = _read_trial_file(os.path.join(trial_dir, "trial.json"), log)
             distributions = _distributions(space)
             if done is not None:
                 study.add_trial(
@@ -294,7 +294,7 @@ def tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
                 )
                 all_trials.append(done)
                 continue
-            drawn = _read(os.path.join(trial_dir, "params.json"))
+            drawn = _read_trial_file(os.path.join(trial_dir, "params.json"), log)
             if drawn is None and config.sampler == "qmc":
                 drawn = qmc_point(space, number, config.tune_seed)
             if drawn is not None:
@@ -399,11 +399,29 @@ def _distributions(space: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _read(path: str) -> Any:
-    if not os.path.exists(path):
+def _read_trial_file(path: str, log: Callable[[str], None]) -> Any:
+    """A trial's JSON (None when absent); an unreadable one is logged and treated as absent,
+    so the trial is drawn and trained again (the runner's policy for a run's own files)."""
+    from keras_msam.experiments.checkpoints import CorruptRunFile, read_run_json
+
+    try:
+        return read_run_json(path)
+    except CorruptRunFile as error:
+        log(f"keras-msam: {error}; recomputing the trial in {os.path.dirname(path)}.")
         return None
-    with open(path) as handle:
-        return json.load(handle)
+
+
+def _read_tune_record(path: str) -> Any:
+    """tune.json (None when absent); unreadable: `ConfigError`, as for a run's config.json."""
+    from keras_msam.experiments.checkpoints import CorruptRunFile, read_run_json
+
+    try:
+        return read_run_json(path)
+    except CorruptRunFile as error:
+        raise ConfigError(
+            f"{path} is unreadable ({error.__cause__}): it records which tuning run "
+            f"{os.path.dirname(path)!r} holds; restore it, or choose another --run-dir."
+        ) from error
 
 
 def _write_trials(run_dir: str, trials: Sequence[Mapping[str, Any]]) -> None:
@@ -428,7 +446,7 @@ def _claim(run_dir: str, config: TuneConfig) -> None:
     for key in ("verbose", "plots", "tensorboard", "run_dir", "backend"):
         record["experiment"].pop(key, None)
     record = json.loads(json.dumps(record))
-    previous = _read(path)
+    previous = _read_tune_record(path)
     if previous is not None:
         if previous != record:
             changed = sorted(
