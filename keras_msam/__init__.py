@@ -30,6 +30,8 @@ _EXPORTS = {
     "MWAM": "keras_msam.trainers",
     "BTW": "keras_msam.trainers",
     "DecisionWeighting": "keras_msam.trainers",
+    "MMPareto": "keras_msam.trainers",
+    "ReconBoost": "keras_msam.trainers",
     "MultimodalTrainer": "keras_msam.trainers",
     "NonFiniteGradientsError": "keras_msam.trainers",
     "ModalityStructure": "keras_msam.modalities",

@@ -30,7 +30,19 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-METHODS = ("joint", "sam", "msam", "asam", "ogmge", "agm", "btw", "mwam", "dlw")
+METHODS = (
+    "joint",
+    "sam",
+    "msam",
+    "asam",
+    "ogmge",
+    "agm",
+    "btw",
+    "mwam",
+    "dlw",
+    "mmpareto",
+    "reconboost",
+)
 DEFAULT_METHODS = ("joint", "sam", "msam")
 OPTIMIZERS = ("sgd", "adam", "adamw")  # sgd uses `momentum`
 LR_SCHEDULES = ("constant", "step", "cosine")  # see optimizers.make_optimizer

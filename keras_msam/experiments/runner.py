@@ -99,6 +99,8 @@ def trainer_class(name: str) -> type:
         "btw": "BTW",
         "mwam": "MWAM",
         "dlw": "DecisionWeighting",
+        "mmpareto": "MMPareto",
+        "reconboost": "ReconBoost",
     }
     return getattr(keras_msam, classes[name])
 

@@ -50,6 +50,13 @@ DEFAULT_SPACES: dict[str, dict[str, Any]] = {
     "mwam": {"alpha": (1.0, 2.0, "linear"), "gamma": (0.5, 0.9, "linear")},
     "btw": {"update_every": (1, 10, "int"), "smoothing": (0.1, 0.9, "linear")},
     "dlw": {"strength": (0.1, 2.0, "log")},
+    "mmpareto": {"gamma": (1.0, 2.5, "linear")},
+    "reconboost": {
+        "weight1": (1.0, 8.0, "linear"),
+        "weight2": (0.1, 1.0, "log"),
+        "stage_length": (1, 4, "int"),
+        "rectify_length": (1, 4, "int"),
+    },
 }
 
 

@@ -10,17 +10,21 @@ from keras_msam.trainers.base import (
 from keras_msam.trainers.btw import BTW
 from keras_msam.trainers.decision_weighting import DecisionWeighting
 from keras_msam.trainers.joint import Joint
+from keras_msam.trainers.mmpareto import MMPareto
 from keras_msam.trainers.msam import MSAM
 from keras_msam.trainers.mwam import MWAM
 from keras_msam.trainers.ogmge import OGMGE
+from keras_msam.trainers.reconboost import ReconBoost
 from keras_msam.trainers.sam import SAM
 
 __all__ = [
     "AGM",
     "BTW",
+    "MMPareto",
     "MSAM",
     "MWAM",
     "OGMGE",
+    "ReconBoost",
     "SAM",
     "DecisionWeighting",
     "Joint",
