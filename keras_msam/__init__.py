@@ -31,6 +31,7 @@ _EXPORTS = {
     "BTW": "keras_msam.trainers",
     "DecisionWeighting": "keras_msam.trainers",
     "MMPareto": "keras_msam.trainers",
+    "MSLR": "keras_msam.trainers",
     "ReconBoost": "keras_msam.trainers",
     "MultimodalTrainer": "keras_msam.trainers",
     "NonFiniteGradientsError": "keras_msam.trainers",

@@ -42,6 +42,7 @@ METHODS = (
     "dlw",
     "mmpareto",
     "reconboost",
+    "mslr",
 )
 DEFAULT_METHODS = ("joint", "sam", "msam")
 OPTIMIZERS = ("sgd", "adam", "adamw")  # sgd uses `momentum`

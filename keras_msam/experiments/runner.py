@@ -101,6 +101,7 @@ def trainer_class(name: str) -> type:
         "dlw": "DecisionWeighting",
         "mmpareto": "MMPareto",
         "reconboost": "ReconBoost",
+        "mslr": "MSLR",
     }
     return getattr(keras_msam, classes[name])
 

@@ -51,6 +51,7 @@ DEFAULT_SPACES: dict[str, dict[str, Any]] = {
     "btw": {"update_every": (1, 10, "int"), "smoothing": (0.1, 0.9, "linear")},
     "dlw": {"strength": (0.1, 2.0, "log")},
     "mmpareto": {"gamma": (1.0, 2.5, "linear")},
+    "mslr": {"memory": (1, 5, "int")},
     "reconboost": {
         "weight1": (1.0, 8.0, "linear"),
         "weight2": (0.1, 1.0, "log"),

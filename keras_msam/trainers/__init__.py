@@ -12,6 +12,7 @@ from keras_msam.trainers.decision_weighting import DecisionWeighting
 from keras_msam.trainers.joint import Joint
 from keras_msam.trainers.mmpareto import MMPareto
 from keras_msam.trainers.msam import MSAM
+from keras_msam.trainers.mslr import MSLR
 from keras_msam.trainers.mwam import MWAM
 from keras_msam.trainers.ogmge import OGMGE
 from keras_msam.trainers.reconboost import ReconBoost
@@ -22,6 +23,7 @@ __all__ = [
     "BTW",
     "MMPareto",
     "MSAM",
+    "MSLR",
     "MWAM",
     "OGMGE",
     "ReconBoost",
