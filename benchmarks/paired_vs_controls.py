@@ -1,8 +1,9 @@
 """Paired differences of a suite's methods against each other and against the control Joint.
 
     python benchmarks/paired_vs_controls.py runs/suite-methods2a mmpareto msam reconboost
+    python benchmarks/paired_vs_controls.py runs/suite-methods2b mmpareto msam --fusion early
 
-For every late-fusion regime of a finished `keras-msam benchmark --suite imbalance` run
+For every regime of one fusion (``--fusion``, default late) of a finished `keras-msam benchmark --suite imbalance` run
 directory, prints (Markdown) the paired per-seed test-accuracy difference of the first method
 against each other method named and against the control Joint (Joint at M-SAM's tuned learning
 rate, ``controls/``), as mean [95 % t-interval] and wins/ties/losses. The intervals are per
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("run_dir")
     parser.add_argument("method")
     parser.add_argument("others", nargs="*")
+    parser.add_argument("--fusion", default="late", choices=("late", "early"))
     args = parser.parse_args()
     with open(os.path.join(args.run_dir, "regimes.json")) as handle:
         regimes = list(dict.fromkeys(r["regime"] for r in json.load(handle)))
@@ -50,12 +52,12 @@ def main() -> None:
     print("| regime | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
     for regime in regimes:
-        main_path = os.path.join(args.run_dir, "regimes", f"{regime}-late", "results.json")
+        main_path = os.path.join(args.run_dir, "regimes", f"{regime}-{args.fusion}", "results.json")
         if not os.path.exists(main_path):  # the base regime's runs are the tuner's final run
-            main_path = os.path.join(args.run_dir, "tune-late", "final", "results.json")
+            main_path = os.path.join(args.run_dir, f"tune-{args.fusion}", "final", "results.json")
         runs = _accuracies(main_path)
         control = _accuracies(
-            os.path.join(args.run_dir, "controls", f"{regime}-late", "results.json")
+            os.path.join(args.run_dir, "controls", f"{regime}-{args.fusion}", "results.json")
         )
         cells = [_paired(runs[args.method], runs[o]) for o in args.others]
         cells.append(_paired(runs[args.method], control["joint"]))

@@ -1,4 +1,5 @@
-"""Evaluation helpers: multimodal accuracy and each modality's accuracy with the others zeroed."""
+"""Evaluation helpers: multimodal accuracy and each modality's accuracy (or cross-entropy) with
+the others zeroed."""
 
 from __future__ import annotations
 
@@ -71,6 +72,68 @@ def modality_accuracies(
     result = {"multimodal": float(accuracy[0])}
     result.update({name: float(accuracy[i + 1]) for i, name in enumerate(names)})
     return result
+
+
+def coalition_cross_entropies(
+    model: Any,
+    x: dict[str, np.ndarray],
+    y: np.ndarray,
+    masks: np.ndarray,
+    from_logits: bool = True,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """Mean cross-entropy −log p(y) over the data set of each coalition (row of ``masks``,
+    modalities sorted by name; absent modalities zeroed), in inference mode.
+
+    Outputs are logits (softmax; sigmoid for one output) unless ``from_logits`` is False, when
+    they are probabilities (clipped at 1e-7 before the log).
+    """
+    names = _structure_of(model, x).names
+    total = np.zeros(len(masks))
+    for batch_x, batch_y in batches(x, np.asarray(y), batch_size):
+        outputs = ops.cast(
+            unstack_coalitions(
+                model(stack_coalitions(batch_x, names, masks), training=False), len(masks)
+            ),
+            "float32",
+        )
+        num_classes = int(outputs.shape[-1])
+        if num_classes == 1:
+            target = ops.reshape(ops.cast(ops.convert_to_tensor(batch_y), "float32"), (1, -1))
+            signed = (2.0 * target - 1.0) * outputs[..., 0]
+            if from_logits:
+                losses = ops.softplus(-signed)
+            else:
+                prob = target * outputs[..., 0] + (1.0 - target) * (1.0 - outputs[..., 0])
+                losses = -ops.log(ops.maximum(prob, 1e-7))
+        else:
+            one_hot = ops.one_hot(class_indices(batch_y, num_classes), num_classes)
+            if from_logits:
+                log_prob = ops.log_softmax(outputs, axis=-1)
+            else:
+                log_prob = ops.log(ops.maximum(outputs, 1e-7))
+            losses = -ops.sum(log_prob * ops.expand_dims(one_hot, 0), axis=-1)
+        total += ops.convert_to_numpy(ops.sum(losses, axis=1))
+    return total / max(len(y), 1)
+
+
+def modality_cross_entropies(
+    model: Any,
+    x: dict[str, np.ndarray],
+    y: np.ndarray,
+    from_logits: bool = True,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Mean cross-entropy of each modality alone (all other modalities zeroed).
+
+    Returns:
+        ``{"<modality>": loss, ...}``.
+    """
+    names = _structure_of(model, x).names
+    losses = coalition_cross_entropies(
+        model, x, y, np.eye(len(names), dtype=bool), from_logits, batch_size
+    )
+    return {name: float(losses[i]) for i, name in enumerate(names)}
 
 
 def evaluate_missing(

@@ -49,6 +49,8 @@ TRAINERS = {
     "dlw": (keras_msam.DecisionWeighting, {"strength": 0.7}),
     "mmpareto": (keras_msam.MMPareto, {"gamma": 1.5}),
     "reconboost": (keras_msam.ReconBoost, {"stage_length": 1, "rectify_length": 1}),
+    "mslr": (keras_msam.MSLR, {"initial_factors": {"audio": 0.8}, "memory": 2}),
+    "mses": (keras_msam.MSES, {"patience": 3, "previous_weight": 0.5}),
 }
 
 # Runs in a fresh process: imports (in the given order), loads each .keras file, compares the
@@ -78,7 +80,7 @@ _LOADER = textwrap.dedent(
         before = [keras.ops.convert_to_numpy(v).copy() for v in trainer.trainable_variables]
         history = trainer.fit(
             {k: v[:16] for k, v in x.items()}, y[:16], batch_size=16, epochs=1, verbose=0,
-            shuffle=False,
+            shuffle=False, validation_data=({k: v[16:] for k, v in x.items()}, y[16:]),
         )
         after = [keras.ops.convert_to_numpy(v) for v in trainer.trainable_variables]
         report[name] = {
@@ -142,7 +144,7 @@ def test_every_trainer_loads_in_a_fresh_process_after_a_plain_import(tmp_path):
     trainers = {}
     for name, (cls, kwargs) in TRAINERS.items():
         trainer = compile_trainer(cls(_tiny_zoo_model(), **kwargs), momentum=0.9)
-        trainer.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+        trainer.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False, validation_data=(x, y))
         _save(tmp_path, name, trainer, x, y)
         trainers[name] = trainer
     report = _load_in_fresh_process(
@@ -254,7 +256,19 @@ def test_skipped_steps_equal_training_without_the_bad_batches(cls, kwargs):
 
 @pytest.mark.parametrize(
     "name",
-    ["sam", "msam_amortised", "ogmge", "agm", "mwam", "btw", "dlw", "mmpareto", "reconboost"],
+    [
+        "sam",
+        "msam_amortised",
+        "ogmge",
+        "agm",
+        "mwam",
+        "btw",
+        "dlw",
+        "mmpareto",
+        "reconboost",
+        "mslr",
+        "mses",
+    ],
 )
 def test_nan_and_inf_never_reach_the_weights_of_any_trainer(name):
     cls, kwargs = TRAINERS[name]
@@ -267,7 +281,15 @@ def test_nan_and_inf_never_reach_the_weights_of_any_trainer(name):
     skipped = 1.0 if name == "reconboost" else 2.0
     x, y = small_batch(64)
     trainer = compile_trainer(cls(_tiny_zoo_model(), **kwargs), momentum=0.9)
-    history = trainer.fit(_poisoned(x, y), y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    history = trainer.fit(
+        _poisoned(x, y),
+        y,
+        batch_size=16,
+        epochs=1,
+        verbose=0,
+        shuffle=False,
+        validation_data=(x, y),
+    )
     assert history.history["skipped_steps"] == [skipped]
     assert np.all(np.isfinite(history.history["loss"]))
     assert all(np.isfinite(w).all() for w in weights_of(trainer))

@@ -43,6 +43,7 @@ METHODS = (
     "mmpareto",
     "reconboost",
     "mslr",
+    "mses",
 )
 DEFAULT_METHODS = ("joint", "sam", "msam")
 OPTIMIZERS = ("sgd", "adam", "adamw")  # sgd uses `momentum`

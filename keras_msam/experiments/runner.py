@@ -102,6 +102,7 @@ def trainer_class(name: str) -> type:
         "mmpareto": "MMPareto",
         "reconboost": "ReconBoost",
         "mslr": "MSLR",
+        "mses": "MSES",
     }
     return getattr(keras_msam, classes[name])
 

@@ -52,6 +52,7 @@ DEFAULT_SPACES: dict[str, dict[str, Any]] = {
     "dlw": {"strength": (0.1, 2.0, "log")},
     "mmpareto": {"gamma": (1.0, 2.5, "linear")},
     "mslr": {"memory": (1, 5, "int")},
+    "mses": {"patience": (1, 8, "int")},
     "reconboost": {
         "weight1": (1.0, 8.0, "linear"),
         "weight2": (0.1, 1.0, "log"),

@@ -12,6 +12,7 @@ from keras_msam.trainers.decision_weighting import DecisionWeighting
 from keras_msam.trainers.joint import Joint
 from keras_msam.trainers.mmpareto import MMPareto
 from keras_msam.trainers.msam import MSAM
+from keras_msam.trainers.mses import MSES
 from keras_msam.trainers.mslr import MSLR
 from keras_msam.trainers.mwam import MWAM
 from keras_msam.trainers.ogmge import OGMGE
@@ -23,6 +24,7 @@ __all__ = [
     "BTW",
     "MMPareto",
     "MSAM",
+    "MSES",
     "MSLR",
     "MWAM",
     "OGMGE",

@@ -40,8 +40,7 @@ import numpy as np
 from keras import ops
 
 from keras_msam.trainers import _checks
-from keras_msam.trainers._balancing import BalancingTrainer, check_window
-from keras_msam.trainers.base import StepResult
+from keras_msam.trainers._epoch_factors import EpochFactorTrainer
 
 OFFICIAL_INITIAL_FACTORS = {"audio": 0.9, "visual": 1.1}
 
@@ -72,21 +71,8 @@ def update_ratios(
     return memory, count, new_ratios
 
 
-class _MSLRUpdate(keras.callbacks.Callback):
-    """At the end of every epoch: unimodal validation accuracies, then the ratio update."""
-
-    def __init__(self, trainer: MSLR, validation_data: Any, batch_size: int | None) -> None:
-        super().__init__()
-        self._trainer = trainer
-        self._validation_data = validation_data
-        self._batch_size = batch_size
-
-    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        self._trainer.end_of_epoch(self._validation_data, self._batch_size)
-
-
 @keras.saving.register_keras_serializable(package="keras_msam")
-class MSLR(BalancingTrainer):
+class MSLR(EpochFactorTrainer):
     """Modality-specific learning rates, adapted each epoch from unimodal validation accuracy.
 
     Args:
@@ -104,6 +90,9 @@ class MSLR(BalancingTrainer):
     ``fit`` needs ``validation_data`` (or ``validation_split``).
     """
 
+    method = "MSLR"
+    log_prefix = "mslr"
+
     def __init__(
         self,
         model: keras.Model,
@@ -112,7 +101,7 @@ class MSLR(BalancingTrainer):
         modulation_epochs: tuple[int, int] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(model, **kwargs)
+        super().__init__(model, modulation_epochs=modulation_epochs, **kwargs)
         names = self.modality_names
         if initial_factors is not None and not isinstance(initial_factors, Mapping):
             raise ValueError(
@@ -132,56 +121,24 @@ class MSLR(BalancingTrainer):
             for name in names
         }  # fmt: skip
         self.memory = _checks.integer(memory, "MSLR memory", 1)
-        self.modulation_epochs = check_window(modulation_epochs, "MSLR modulation_epochs")
-        if not any(self.structure.group_index(v) >= 0 for v in self.trainable_variables):
-            raise ValueError(
-                f"MSLR scales each modality's encoder gradients; model {self.model.name!r} has "
-                "no modality-specific trainable variables."
-            )
         count = len(names)
         self._ratios = self._add_state("mslr_ratios", (count,), 1.0)
         self._memory = self._add_state("mslr_memory", (self.memory, count), 0.0)
         self._memory_count = self._add_state("mslr_memory_count")
-        self._extra_trackers = [self._mean_metric(f"mslr_factor_{n}") for n in names]
 
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "initial_factors": dict(self.initial_factors),
             "memory": self.memory,
-            "modulation_epochs": self.modulation_epochs,
         }
 
     # ------------------------------------------------------------------ the step
-    def compute_update(
-        self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any, sample_weight: Any
-    ) -> StepResult:
-        def loss_fn(weights):
-            y_pred, new_nt, losses = self.stateless_call(
-                weights, non_trainable, x, return_losses=True, training=True
-            )
-            loss, unscaled = self._compiled_loss(x, y, y_pred, sample_weight, losses)
-            return loss, (unscaled, y_pred, new_nt)
-
-        (_, (loss, y_pred, new_non_trainable)), grads = self._value_and_grad(loss_fn)(trainable)
-        with self._no_gradient():
-            initial = ops.convert_to_tensor(
-                [self.initial_factors[n] for n in self.modality_names], dtype="float32"
-            )
-            active = self._in_window(non_trainable, self.modulation_epochs)
-            ratios = self._read(non_trainable, self._ratios)
-            factors = ops.where(active, initial * ratios, ops.ones_like(initial))
-            new_grads = [
-                grad
-                if group < 0
-                else ops.cast(factors[group] * ops.cast(grad, "float32"), grad.dtype)
-                for grad, group in zip(grads, self._grad_groups())
-            ]
-        shapley = (
-            self._shapley(trainable, non_trainable, x, y, y_pred) if self.log_shapley else None
+    def _step_factors(self, non_trainable: list[Any]) -> Any:
+        initial = ops.convert_to_tensor(
+            [self.initial_factors[n] for n in self.modality_names], dtype="float32"
         )
-        extras = {f"mslr_factor_{n}": factors[i] for i, n in enumerate(self.modality_names)}
-        return StepResult(new_grads, new_non_trainable, y_pred, loss, shapley, extras=extras)
+        return initial * self._read(non_trainable, self._ratios)
 
     # --------------------------------------------------------------- the epoch end
     @property
@@ -194,7 +151,7 @@ class MSLR(BalancingTrainer):
         """The official epoch-end update from the unimodal accuracies on ``validation_data``."""
         from keras_msam.evaluation import modality_accuracies
 
-        vx, vy = _arrays(validation_data, batch_size)
+        vx, vy = self._validation_arrays(validation_data, batch_size)
         accuracy = modality_accuracies(self, vx, vy, batch_size=batch_size or 256)
         accuracies = np.array([accuracy[name] for name in self.modality_names])
         memory, count, ratios = update_ratios(
@@ -206,64 +163,3 @@ class MSLR(BalancingTrainer):
         self._memory.assign(memory.astype("float32"))
         self._memory_count.assign(float(count))
         self._ratios.assign(ratios.astype("float32"))
-
-    def fit(
-        self,
-        x: Any = None,
-        y: Any = None,
-        batch_size: int | None = None,
-        epochs: int = 1,
-        verbose: Any = "auto",
-        callbacks: Any = None,
-        validation_split: float = 0.0,
-        validation_data: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        """`keras.Model.fit`, plus the epoch-end ratio update from the validation data."""
-        if validation_split and validation_data is None:
-            from keras.src.trainers.data_adapters import array_slicing
-
-            (x, y, sample_weight), validation_data = array_slicing.train_validation_split(
-                (x, y, kwargs.pop("sample_weight", None)), validation_split=validation_split
-            )
-            kwargs["sample_weight"] = sample_weight
-        if validation_data is None:
-            raise ValueError(
-                "MSLR adapts each modality's learning rate from its unimodal accuracy on "
-                "validation data after every epoch: pass validation_data=(x_val, y_val) or "
-                "validation_split to fit."
-            )
-        update = _MSLRUpdate(self, validation_data, kwargs.get("validation_batch_size"))
-        return super().fit(
-            x=x,
-            y=y,
-            batch_size=batch_size,
-            epochs=epochs,
-            verbose=verbose,
-            callbacks=[update, *(callbacks or [])],
-            validation_data=validation_data,
-            **kwargs,
-        )
-
-
-def _arrays(data: Any, batch_size: int | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """``(x, y)`` as numpy arrays from a tuple of arrays or any data `fit` takes."""
-    from keras.src.trainers.data_adapters import data_adapter_utils, get_data_adapter
-
-    if isinstance(data, (tuple, list)):
-        vx, vy, vw = data_adapter_utils.unpack_x_y_sample_weight(tuple(data))
-    else:
-        vx, vy, vw = data, None, None
-    adapter = get_data_adapter(vx, vy, vw, batch_size=batch_size or 256, shuffle=False)
-    xs: dict[str, list[np.ndarray]] = {}
-    ys: list[np.ndarray] = []
-    for batch in adapter.get_numpy_iterator():
-        bx, by, _ = data_adapter_utils.unpack_x_y_sample_weight(batch)
-        if by is None:
-            raise ValueError("MSLR: the validation data must give labels (x, y).")
-        for name, value in bx.items():
-            xs.setdefault(name, []).append(np.asarray(value))
-        ys.append(np.asarray(by))
-    if not ys:
-        raise ValueError("MSLR: the validation data gave no batch.")
-    return {k: np.concatenate(v) for k, v in xs.items()}, np.concatenate(ys)

@@ -1,0 +1,165 @@
+"""What MSLR and MSES share: per-modality gradient factors set at epoch ends from validation data.
+
+Both official baselines (``lihong2303/AGM@5a65542``, ``run/CREMAD_main.py``) scale each
+modality's encoder gradients by a factor c_m inside the modulation epochs and change c_m only
+after an epoch, from that modality's score alone on the evaluation data (MSLR: accuracy, MSES:
+loss). This base holds the step (c_m on modality m's variables, shared variables untouched),
+the ``fit`` that requires validation data and adds the epoch-end callback, and the reading of
+validation data into arrays. A subclass gives the step's factors (`_step_factors`) and the
+epoch-end rule (`end_of_epoch`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_msam.trainers._balancing import BalancingTrainer, check_window
+from keras_msam.trainers.base import StepResult
+
+
+class _EpochEnd(keras.callbacks.Callback):
+    """Calls the trainer's ``end_of_epoch`` with the validation data after every epoch."""
+
+    def __init__(self, trainer: EpochFactorTrainer, data: Any, batch_size: int | None) -> None:
+        super().__init__()
+        self._trainer = trainer
+        self._data = data
+        self._batch_size = batch_size
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        self._trainer.end_of_epoch(self._data, self._batch_size)
+
+
+class EpochFactorTrainer(BalancingTrainer):
+    """Base of MSLR and MSES: encoder gradients scaled by per-modality factors.
+
+    Args:
+        model: A Keras model with dict inputs whose modalities own trainable variables.
+        modulation_epochs: Inclusive ``(start, end)`` epochs (0-based) in which the factors
+            apply; None scales in every epoch.
+        **kwargs: See `MultimodalTrainer`.
+    """
+
+    #: The method's name in messages ("MSLR") and the prefix of its logs ("mslr").
+    method = "EpochFactorTrainer"
+    log_prefix = "factor"
+
+    def __init__(
+        self, model: keras.Model, modulation_epochs: tuple[int, int] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(model, **kwargs)
+        self.modulation_epochs = check_window(modulation_epochs, f"{self.method} modulation_epochs")
+        if not any(self.structure.group_index(v) >= 0 for v in self.trainable_variables):
+            raise ValueError(
+                f"{self.method} scales each modality's encoder gradients; model "
+                f"{self.model.name!r} has no modality-specific trainable variables."
+            )
+        self._extra_trackers = [
+            self._mean_metric(f"{self.log_prefix}_factor_{n}") for n in self.modality_names
+        ]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "modulation_epochs": self.modulation_epochs}
+
+    # ------------------------------------------------------------------ the step
+    def _step_factors(self, non_trainable: list[Any]) -> Any:
+        """(M,) float32 factors c_m of this step inside the modulation epochs."""
+        raise NotImplementedError
+
+    def compute_update(
+        self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any, sample_weight: Any
+    ) -> StepResult:
+        def loss_fn(weights):
+            y_pred, new_nt, losses = self.stateless_call(
+                weights, non_trainable, x, return_losses=True, training=True
+            )
+            loss, unscaled = self._compiled_loss(x, y, y_pred, sample_weight, losses)
+            return loss, (unscaled, y_pred, new_nt)
+
+        (_, (loss, y_pred, new_non_trainable)), grads = self._value_and_grad(loss_fn)(trainable)
+        with self._no_gradient():
+            factors = self._step_factors(non_trainable)
+            active = self._in_window(non_trainable, self.modulation_epochs)
+            factors = ops.where(active, factors, ops.ones_like(factors))
+            new_grads = [
+                grad
+                if group < 0
+                else ops.cast(factors[group] * ops.cast(grad, "float32"), grad.dtype)
+                for grad, group in zip(grads, self._grad_groups())
+            ]
+        shapley = (
+            self._shapley(trainable, non_trainable, x, y, y_pred) if self.log_shapley else None
+        )
+        extras = {
+            f"{self.log_prefix}_factor_{n}": factors[i] for i, n in enumerate(self.modality_names)
+        }
+        return StepResult(new_grads, new_non_trainable, y_pred, loss, shapley, extras=extras)
+
+    # --------------------------------------------------------------- the epoch end
+    def end_of_epoch(self, validation_data: Any, batch_size: int | None = None) -> None:
+        """The method's epoch-end rule from ``validation_data``."""
+        raise NotImplementedError
+
+    def fit(
+        self,
+        x: Any = None,
+        y: Any = None,
+        batch_size: int | None = None,
+        epochs: int = 1,
+        verbose: Any = "auto",
+        callbacks: Any = None,
+        validation_split: float = 0.0,
+        validation_data: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """`keras.Model.fit`, plus the method's epoch-end update from the validation data."""
+        if validation_split and validation_data is None:
+            from keras.src.trainers.data_adapters import array_slicing
+
+            (x, y, sample_weight), validation_data = array_slicing.train_validation_split(
+                (x, y, kwargs.pop("sample_weight", None)), validation_split=validation_split
+            )
+            kwargs["sample_weight"] = sample_weight
+        if validation_data is None:
+            raise ValueError(
+                f"{self.method} adapts each modality's factor from its unimodal score on "
+                "validation data after every epoch: pass validation_data=(x_val, y_val) or "
+                "validation_split to fit."
+            )
+        update = _EpochEnd(self, validation_data, kwargs.get("validation_batch_size"))
+        return super().fit(
+            x=x,
+            y=y,
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=[update, *(callbacks or [])],
+            validation_data=validation_data,
+            **kwargs,
+        )
+
+    def _validation_arrays(self, data: Any, batch_size: int | None) -> tuple[dict[str, Any], Any]:
+        """``(x, y)`` as numpy arrays from a tuple of arrays or any data `fit` takes."""
+        import numpy as np
+        from keras.src.trainers.data_adapters import data_adapter_utils, get_data_adapter
+
+        if isinstance(data, (tuple, list)):
+            vx, vy, vw = data_adapter_utils.unpack_x_y_sample_weight(tuple(data))
+        else:
+            vx, vy, vw = data, None, None
+        adapter = get_data_adapter(vx, vy, vw, batch_size=batch_size or 256, shuffle=False)
+        xs: dict[str, list[Any]] = {}
+        ys: list[Any] = []
+        for batch in adapter.get_numpy_iterator():
+            bx, by, _ = data_adapter_utils.unpack_x_y_sample_weight(batch)
+            if by is None:
+                raise ValueError(f"{self.method}: the validation data must give labels (x, y).")
+            for name, value in bx.items():
+                xs.setdefault(name, []).append(np.asarray(value))
+            ys.append(np.asarray(by))
+        if not ys:
+            raise ValueError(f"{self.method}: the validation data gave no batch.")
+        return {k: np.concatenate(v) for k, v in xs.items()}, np.concatenate(ys)
