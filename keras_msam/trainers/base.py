@@ -73,6 +73,16 @@ class StepResult(NamedTuple):
     sharpness_weight: Any = None
 
 
+class _StepCount(keras.metrics.Sum):
+    """A `Sum` whose result is a new tensor. `Sum.result` casts its variable to its own dtype,
+    which on PyTorch returns the variable's storage itself: the epoch's logs then change when
+    validation resets the metric (``skipped_steps`` read 0 in History after ``fit`` with
+    validation data)."""
+
+    def result(self) -> Any:
+        return ops.copy(ops.cast(self.total, self.dtype))
+
+
 class NonFiniteGradientsError(FloatingPointError):
     """A training step's update direction held NaN or inf (trainers built with
     ``nonfinite="raise"``). The step's update was skipped: the weights are those before it."""
@@ -273,7 +283,7 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         if self.has_sharpness:
             self._sharpness_tracker = keras.metrics.Mean(name="sharpness")
         if self.nonfinite != "ignore":
-            self._skipped_tracker = keras.metrics.Sum(name="skipped_steps")
+            self._skipped_tracker = _StepCount(name="skipped_steps")
         if model.built:
             self.built = True
 
