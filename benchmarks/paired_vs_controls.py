@@ -3,11 +3,11 @@
     python benchmarks/paired_vs_controls.py runs/suite-methods2a mmpareto msam reconboost
     python benchmarks/paired_vs_controls.py runs/suite-methods2b mmpareto msam --fusion early
 
-For every regime of one fusion (``--fusion``, default late) of a finished `keras-msam benchmark --suite imbalance` run
-directory, prints (Markdown) the paired per-seed test-accuracy difference of the first method
-against each other method named and against the control Joint (Joint at M-SAM's tuned learning
-rate, ``controls/``), as mean [95 % t-interval] and wins/ties/losses. The intervals are per
-regime, not adjusted for multiplicity.
+For every regime of one fusion (``--fusion``, default late) of a finished
+`keras-msam benchmark --suite imbalance` run directory, prints (Markdown) the paired per-seed
+test-accuracy difference of the first method against each other method named and against the
+control Joint (Joint at M-SAM's tuned learning rate, ``controls/``), as mean [95 % t-interval]
+and wins/ties/losses. The intervals are per regime, not adjusted for multiplicity.
 """
 
 from __future__ import annotations

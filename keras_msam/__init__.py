@@ -30,6 +30,7 @@ _EXPORTS = {
     "MWAM": "keras_msam.trainers",
     "BTW": "keras_msam.trainers",
     "DecisionWeighting": "keras_msam.trainers",
+    "CGGM": "keras_msam.trainers",
     "MMPareto": "keras_msam.trainers",
     "MSES": "keras_msam.trainers",
     "MSLR": "keras_msam.trainers",

@@ -51,6 +51,7 @@ TRAINERS = {
     "reconboost": (keras_msam.ReconBoost, {"stage_length": 1, "rectify_length": 1}),
     "mslr": (keras_msam.MSLR, {"initial_factors": {"audio": 0.8}, "memory": 2}),
     "mses": (keras_msam.MSES, {"patience": 3, "previous_weight": 0.5}),
+    "cggm": (keras_msam.CGGM, {"rho": 1.1, "lam": 0.3, "clipnorm": 0.5}),
 }
 
 # Runs in a fresh process: imports (in the given order), loads each .keras file, compares the
@@ -268,6 +269,7 @@ def test_skipped_steps_equal_training_without_the_bad_batches(cls, kwargs):
         "reconboost",
         "mslr",
         "mses",
+        "cggm",
     ],
 )
 def test_nan_and_inf_never_reach_the_weights_of_any_trainer(name):

@@ -44,6 +44,7 @@ METHODS = (
     "reconboost",
     "mslr",
     "mses",
+    "cggm",
 )
 DEFAULT_METHODS = ("joint", "sam", "msam")
 OPTIMIZERS = ("sgd", "adam", "adamw")  # sgd uses `momentum`

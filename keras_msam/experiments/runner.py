@@ -103,6 +103,7 @@ def trainer_class(name: str) -> type:
         "reconboost": "ReconBoost",
         "mslr": "MSLR",
         "mses": "MSES",
+        "cggm": "CGGM",
     }
     return getattr(keras_msam, classes[name])
 

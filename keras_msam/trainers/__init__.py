@@ -8,6 +8,7 @@ from keras_msam.trainers.base import (
     StepResult,
 )
 from keras_msam.trainers.btw import BTW
+from keras_msam.trainers.cggm import CGGM
 from keras_msam.trainers.decision_weighting import DecisionWeighting
 from keras_msam.trainers.joint import Joint
 from keras_msam.trainers.mmpareto import MMPareto
@@ -22,6 +23,7 @@ from keras_msam.trainers.sam import SAM
 __all__ = [
     "AGM",
     "BTW",
+    "CGGM",
     "MMPareto",
     "MSAM",
     "MSES",

@@ -69,8 +69,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_msam.shapley import class_indices
 from keras_msam.trainers import _checks
+from keras_msam.trainers import _unimodal_heads as heads
 from keras_msam.trainers._balancing import BalancingTrainer
 from keras_msam.trainers.base import StepResult
 
@@ -183,52 +183,12 @@ class MMPareto(BalancingTrainer):
             )
         self.unimodal_heads = []
         if self.unimodal == "heads":
-            self.unimodal_heads = self._build_heads(model)
+            self.unimodal_heads = heads.build_heads(
+                self, model, "pareto_head", lambda message: _fail(f"unimodal='heads' {message}")
+            )
         self._extra_trackers = [self._mean_metric(f"pareto_cos_{n}") for n in names] + [
             self._mean_metric(f"pareto_mm_weight_{n}") for n in names
         ]
-
-    def _build_heads(self, model: keras.Model) -> list[keras.layers.Dense]:
-        """One ``Dense(num_classes)`` per modality on its (pooled) encoder features."""
-        if not (
-            callable(getattr(model, "encode", None)) and callable(getattr(model, "fuse", None))
-        ):
-            raise _fail(
-                f"unimodal='heads' needs unimodal logits, i.e. per-modality encoders to put "
-                f"unimodal heads on (a zoo model: `encode(inputs)`/`fuse(features)`); model "
-                f"{model.name!r} has none. Wrap the model as a zoo MultimodalClassifier (or "
-                f"use a zoo model with linear late fusion 'concat'/'sum' and unimodal='split')."
-            )
-        num_classes = self._num_classes()
-        if num_classes is None:
-            raise _fail(f"cannot read the number of classes of model {model.name!r}.")
-        widths = self._feature_widths(model)
-        heads = []
-        for name in self.modality_names:
-            head = keras.layers.Dense(
-                num_classes, name=f"pareto_head_{name}", dtype=self.dtype_policy
-            )
-            head.build((None, widths[name]))
-            heads.append(head)
-        return heads
-
-    def _feature_widths(self, model: keras.Model) -> dict[str, int]:
-        encoders = getattr(model, "encoders", None)
-        if isinstance(encoders, dict) and all(n in encoders for n in self.modality_names):
-            shapes = {n: encoders[n].outputs[0].shape for n in self.modality_names}
-        else:
-            from keras.src.backend import compute_output_spec
-
-            dtypes = getattr(model, "modality_dtypes", {})
-            specs = {
-                n: keras.KerasTensor(
-                    (None, *self.structure.input_shapes[n]), dtype=dtypes.get(n, "float32")
-                )
-                for n in self.modality_names
-            }
-            outputs = compute_output_spec(lambda inputs: model.encode(inputs), specs)
-            shapes = {n: outputs[n].shape for n in self.modality_names}
-        return {n: int(shape[-1]) for n, shape in shapes.items()}
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "gamma": self.gamma, "unimodal": self.unimodal}
@@ -242,31 +202,7 @@ class MMPareto(BalancingTrainer):
         mapping = self._state_mapping(trainable, non_trainable)
         with keras.StatelessScope(state_mapping=mapping):
             features = self.model.encode(x, training=True)
-            logits = []
-            for name, head in zip(self.modality_names, self.unimodal_heads, strict=True):
-                feature = features[name]
-                if len(feature.shape) > 2:  # pool the middle axes, as the official model does
-                    feature = ops.mean(feature, axis=tuple(range(1, len(feature.shape) - 1)))
-                logits.append(ops.cast(head(feature), "float32"))
-        return ops.stack(logits)
-
-    def _unimodal_loss(self, unimodal: Any, y: Any, sample_weight: Any) -> Any:
-        """L_m = mean over the batch of CE(o_m, y) (sample-weighted), stacked (M,)."""
-        num_classes = int(unimodal.shape[-1])
-        losses = []
-        for index in range(int(unimodal.shape[0])):
-            if num_classes == 1:
-                target = ops.reshape(ops.cast(ops.convert_to_tensor(y), "float32"), (-1, 1))
-                ce = keras.losses.binary_crossentropy(target, unimodal[index], from_logits=True)
-            else:
-                ce = keras.losses.sparse_categorical_crossentropy(
-                    class_indices(y, num_classes), unimodal[index], from_logits=True
-                )
-            ce = ops.reshape(ops.cast(ce, "float32"), (-1,))
-            if sample_weight is not None:
-                ce = ce * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
-            losses.append(ops.mean(ce))
-        return ops.stack(losses)
+            return heads.head_logits(self.unimodal_heads, self.modality_names, features)
 
     # ------------------------------------------------------------------ step
     def compute_update(
@@ -275,7 +211,7 @@ class MMPareto(BalancingTrainer):
         names = self.modality_names
 
         def unimodal_fn(variables):
-            per_modality = self._unimodal_loss(
+            per_modality = heads.cross_entropies(
                 self._unimodal_outputs(variables, non_trainable, x), y, sample_weight
             )
             total = ops.sum(per_modality)
