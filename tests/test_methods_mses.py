@@ -116,23 +116,26 @@ def test_fit_stops_a_modality_and_rolls_back_to_its_best_epoch():
     trainer.fit(x, y, batch_size=16, epochs=1, verbose=0, validation_data=val)
     assert trainer.stopped == {"audio": False, "visual": False}
     assert trainer.best_epochs == {"audio": 1, "visual": 2}
+    at_epoch_2 = weights_of(trainer)
     trainer.fit(x, y, batch_size=16, epochs=1, verbose=0, validation_data=val)  # 3 - 1 > 1
     assert trainer.stopped == {"audio": True, "visual": False}
+    assert trainer.pending_rollbacks == ["audio"]
     assert not trainer.stop_training
-    for a, b in zip(weights_of(trainer), at_epoch_1, strict=True):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(_slots(trainer), slots_1, strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert int(keras.ops.convert_to_numpy(trainer.optimizer.iterations)) == 12  # not rolled back
-    # After the stop the audio encoder gets a zero gradient, as in the official code: with SGD
-    # momentum it still moves by its decaying velocity (v_k = 0.9^k v_0), nothing else.
+    # decided at the epoch end, applied when the next epoch begins: until then the weights are
+    # the ones just validated (checkpoints taken at this epoch end hold what was scored)
+    assert not any(np.array_equal(a, b) for a, b in zip(weights_of(trainer), at_epoch_2))
+    assert int(keras.ops.convert_to_numpy(trainer.optimizer.iterations)) == 12
+    # The next epoch starts from epoch 1's weights and optimizer slots; the audio encoder then
+    # gets a zero gradient, as in the official code: with SGD momentum it still moves by its
+    # decaying velocity (v_k = 0.9^k v_0 from the restored slots), nothing else.
     groups = [trainer.structure.group_index(v) for v in trainer.trainable_variables]
-    velocity = [np.array(keras.ops.convert_to_numpy(v)) for v in trainer.optimizer.momentums]
     _set(trainer, trainer._best, [-1.0, np.inf])  # visual improves again: no second roll-back
     history = trainer.fit(x, y, batch_size=16, epochs=1, verbose=0, validation_data=val)
+    assert trainer.pending_rollbacks == []
     assert history.history["mses_factor_audio"] == [0.0]
+    assert int(keras.ops.convert_to_numpy(trainer.optimizer.iterations)) == 16  # kept going
     decay = sum(0.9**k for k in range(1, 5))  # 4 steps
-    for a, b, v, group in zip(weights_of(trainer), at_epoch_1, velocity, groups, strict=True):
+    for a, b, v, group in zip(weights_of(trainer), at_epoch_1, slots_1, groups, strict=True):
         if group == 0:
             np.testing.assert_allclose(a, b + decay * v, rtol=1e-5, atol=1e-6)
         else:
@@ -164,6 +167,7 @@ def test_fit_ends_when_every_modality_stopped():
     )
     assert len(history.history["loss"]) == 3
     assert trainer.stopped == {"audio": True, "visual": True}
+    assert trainer.pending_rollbacks == ["audio", "visual"]
 
 
 def test_the_unimodal_cross_entropy_is_the_loss_of_the_zero_padded_input():

@@ -52,6 +52,8 @@ TRAINERS = {
     "mslr": (keras_msam.MSLR, {"initial_factors": {"audio": 0.8}, "memory": 2}),
     "mses": (keras_msam.MSES, {"patience": 3, "previous_weight": 0.5}),
     "cggm": (keras_msam.CGGM, {"rho": 1.1, "lam": 0.3, "clipnorm": 0.5}),
+    "pmr": (keras_msam.PMR, {"alpha": 0.5, "prototype_fraction": 1.0}),
+    "mmcosine": (keras_msam.MMCosine, {"scaling": 5.0}),
 }
 
 # Runs in a fresh process: imports (in the given order), loads each .keras file, compares the
@@ -270,6 +272,8 @@ def test_skipped_steps_equal_training_without_the_bad_batches(cls, kwargs):
         "mslr",
         "mses",
         "cggm",
+        "pmr",
+        "mmcosine",
     ],
 )
 def test_nan_and_inf_never_reach_the_weights_of_any_trainer(name):

@@ -45,6 +45,8 @@ METHODS = (
     "mslr",
     "mses",
     "cggm",
+    "pmr",
+    "mmcosine",
 )
 DEFAULT_METHODS = ("joint", "sam", "msam")
 OPTIMIZERS = ("sgd", "adam", "adamw")  # sgd uses `momentum`

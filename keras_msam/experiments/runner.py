@@ -104,6 +104,8 @@ def trainer_class(name: str) -> type:
         "mslr": "MSLR",
         "mses": "MSES",
         "cggm": "CGGM",
+        "pmr": "PMR",
+        "mmcosine": "MMCosine",
     }
     return getattr(keras_msam, classes[name])
 

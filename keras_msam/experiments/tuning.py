@@ -53,6 +53,8 @@ DEFAULT_SPACES: dict[str, dict[str, Any]] = {
     "mmpareto": {"gamma": (1.0, 2.5, "linear")},
     "mslr": {"memory": (1, 5, "int")},
     "mses": {"patience": (1, 8, "int")},
+    "pmr": {"alpha": (0.1, 3.0, "log")},
+    "mmcosine": {"scaling": (2.0, 30.0, "log")},
     "cggm": {"rho": (0.5, 2.0, "log"), "lam": (0.02, 1.0, "log")},
     "reconboost": {
         "weight1": (1.0, 8.0, "linear"),

@@ -29,6 +29,9 @@ class _EpochEnd(keras.callbacks.Callback):
         self._data = data
         self._batch_size = batch_size
 
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self._trainer.begin_epoch()
+
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         self._trainer.end_of_epoch(self._data, self._batch_size)
 
@@ -99,6 +102,9 @@ class EpochFactorTrainer(BalancingTrainer):
         return StepResult(new_grads, new_non_trainable, y_pred, loss, shapley, extras=extras)
 
     # --------------------------------------------------------------- the epoch end
+    def begin_epoch(self) -> None:
+        """Work due when an epoch begins (none by default)."""
+
     def end_of_epoch(self, validation_data: Any, batch_size: int | None = None) -> None:
         """The method's epoch-end rule from ``validation_data``."""
         raise NotImplementedError

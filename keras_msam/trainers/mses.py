@@ -26,6 +26,12 @@ Choices:
   validation data raises.
 * The rollback restores the model's variables and the optimizer's slots (momentum etc.), not
   its iteration count or learning rate (the official code likewise keeps its scheduler going).
+  It is applied when the next epoch begins, not at the epoch end where the stop is decided:
+  every end-of-epoch callback (checkpoints, early stopping, the experiment runner's best-epoch
+  copy) then sees the weights that were just validated. The official code rolls back before
+  its own best-accuracy checkpoint, which then stores the rolled-back weights under the
+  accuracy of the others. A stop decided at the last epoch of ``fit`` is applied when ``fit``
+  is called again (``pending_rollbacks``).
   The copy for t = 1 is kept too (the official code only has it when another rule saved a
   checkpoint that epoch). The copies live in memory, one per modality; a trainer saved to
   `.keras` keeps the stopping state (c_m, best_m, t*_m) but not the copies, so a stop after a
@@ -139,6 +145,7 @@ class MSES(EpochFactorTrainer):
         self._previous = self._add_state("mses_previous_loss", (count,), 0.0)
         self._epochs_seen = self._add_state("mses_epochs_seen")
         self._copies: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+        self._pending: list[int] = []
         self.last_smoothed_losses: dict[str, float] = {}
 
     def get_config(self) -> dict[str, Any]:
@@ -191,21 +198,34 @@ class MSES(EpochFactorTrainer):
             [np.array(ops.convert_to_numpy(v)) for v in slots],
         )
 
-    def _roll_back(self, index: int) -> None:
+    def _schedule_roll_back(self, index: int) -> None:
+        """Queues the return to modality ``index``'s best copy for the next epoch's start."""
         name = self.modality_names[index]
         copy = self._copies.get(index)
-        model_vars, slots = self._rolled_back_variables()
-        if copy is None or len(copy[1]) != len(slots):
+        if copy is None or len(copy[1]) != len(self._rolled_back_variables()[1]):
             warnings.warn(
                 f"MSES stopped modality {name!r} but holds no copy of its best epoch (the "
                 "trainer was reloaded since): the current weights are kept.",
                 stacklevel=2,
             )
             return
-        for variable, value in zip(model_vars, copy[0], strict=True):
-            variable.assign(value)
-        for variable, value in zip(slots, copy[1], strict=True):
-            variable.assign(value)
+        self._pending.append(index)
+
+    @property
+    def pending_rollbacks(self) -> list[str]:
+        """Modalities stopped at the last epoch end whose roll-back the next epoch applies."""
+        return [self.modality_names[i] for i in self._pending]
+
+    def begin_epoch(self) -> None:
+        """Applies the roll-backs queued at the last epoch end (in modality order)."""
+        model_vars, slots = self._rolled_back_variables()
+        for index in self._pending:
+            weights, slot_values = self._copies[index]
+            for variable, value in zip(model_vars, weights, strict=True):
+                variable.assign(value)
+            for variable, value in zip(slots, slot_values, strict=True):
+                variable.assign(value)
+        self._pending = []
 
     def end_of_epoch(self, validation_data: Any, batch_size: int | None = None) -> None:
         """The official epoch-end rule from the unimodal losses on ``validation_data``."""
@@ -221,7 +241,7 @@ class MSES(EpochFactorTrainer):
         for index in np.flatnonzero(improved):
             self._keep_copy(int(index))
         for index in np.flatnonzero(stopped):  # in modality order, as the official code
-            self._roll_back(int(index))
+            self._schedule_roll_back(int(index))
         self._epochs_seen.assign(float(state["epoch"]))
         self._best.assign(state["best"].astype("float32"))
         self._best_epoch.assign(state["best_epoch"].astype("float32"))
