@@ -35,6 +35,7 @@ _EXPORTS = {
     "MMPareto": "keras_msam.trainers",
     "MSES": "keras_msam.trainers",
     "PMR": "keras_msam.trainers",
+    "OPM": "keras_msam.trainers",
     "MSLR": "keras_msam.trainers",
     "ReconBoost": "keras_msam.trainers",
     "MultimodalTrainer": "keras_msam.trainers",

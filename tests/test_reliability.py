@@ -54,6 +54,7 @@ TRAINERS = {
     "cggm": (keras_msam.CGGM, {"rho": 1.1, "lam": 0.3, "clipnorm": 0.5}),
     "pmr": (keras_msam.PMR, {"alpha": 0.5, "prototype_fraction": 1.0}),
     "mmcosine": (keras_msam.MMCosine, {"scaling": 5.0}),
+    "opm": (keras_msam.OPM, {"p_exe": 1.0, "warmup_epochs": 0, "seed": 2}),
 }
 
 # Runs in a fresh process: imports (in the given order), loads each .keras file, compares the
@@ -274,6 +275,7 @@ def test_skipped_steps_equal_training_without_the_bad_batches(cls, kwargs):
         "cggm",
         "pmr",
         "mmcosine",
+        "opm",
     ],
 )
 def test_nan_and_inf_never_reach_the_weights_of_any_trainer(name):

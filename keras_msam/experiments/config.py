@@ -47,6 +47,7 @@ METHODS = (
     "cggm",
     "pmr",
     "mmcosine",
+    "opm",
 )
 DEFAULT_METHODS = ("joint", "sam", "msam")
 OPTIMIZERS = ("sgd", "adam", "adamw")  # sgd uses `momentum`

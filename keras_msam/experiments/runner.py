@@ -106,6 +106,7 @@ def trainer_class(name: str) -> type:
         "cggm": "CGGM",
         "pmr": "PMR",
         "mmcosine": "MMCosine",
+        "opm": "OPM",
     }
     return getattr(keras_msam, classes[name])
 

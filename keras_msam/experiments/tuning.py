@@ -55,6 +55,7 @@ DEFAULT_SPACES: dict[str, dict[str, Any]] = {
     "mses": {"patience": (1, 8, "int")},
     "pmr": {"alpha": (0.1, 3.0, "log")},
     "mmcosine": {"scaling": (2.0, 30.0, "log")},
+    "opm": {"q_base": (0.1, 0.8, "linear"), "lam": (0.1, 1.0, "log")},
     "cggm": {"rho": (0.5, 2.0, "log"), "lam": (0.02, 1.0, "log")},
     "reconboost": {
         "weight1": (1.0, 8.0, "linear"),

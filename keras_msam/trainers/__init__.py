@@ -18,6 +18,7 @@ from keras_msam.trainers.mses import MSES
 from keras_msam.trainers.mslr import MSLR
 from keras_msam.trainers.mwam import MWAM
 from keras_msam.trainers.ogmge import OGMGE
+from keras_msam.trainers.opm import OPM
 from keras_msam.trainers.pmr import PMR
 from keras_msam.trainers.reconboost import ReconBoost
 from keras_msam.trainers.sam import SAM
@@ -33,6 +34,7 @@ __all__ = [
     "MSLR",
     "MWAM",
     "OGMGE",
+    "OPM",
     "PMR",
     "ReconBoost",
     "SAM",

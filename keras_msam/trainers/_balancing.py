@@ -49,6 +49,23 @@ def true_class_probability(outputs: Any, y: Any, from_logits: bool) -> Any:
     return ops.sum(prob * one_hot, axis=-1)
 
 
+class _StoreWithout:
+    """A read-only view of a saving store without some keys (Keras checks their count)."""
+
+    def __init__(self, store: Any, hidden: set[str]) -> None:
+        self._store = store
+        self._hidden = hidden
+
+    def keys(self) -> list[str]:
+        return [key for key in self._store.keys() if key not in self._hidden]
+
+    def __getitem__(self, key: str) -> Any:
+        return self._store[key]
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+
 class _EpochCounter(keras.callbacks.Callback):
     """Writes the current epoch index into the trainer's ``epoch`` variable."""
 
@@ -110,6 +127,29 @@ class BalancingTrainer(MultimodalTrainer):
             kwargs["callbacks"] = [_EpochCounter(self._epoch), *(kwargs.get("callbacks") or [])]
         return super().fit(*args, **kwargs)
 
+    # ------------------------------------------------------------ saving
+    def _own_generators(self) -> list[Any]:
+        """The trainer's own random generators (OGM-GE's noise, OPM's drops), in creation order
+        (Keras tracks them in ``_seed_generators``)."""
+        return list(getattr(self, "_seed_generators", []))
+
+    def save_own_variables(self, store: Any) -> None:
+        """The trainer's variables, plus its generators' states (Keras saves neither)."""
+        super().save_own_variables(store)
+        for index, generator in enumerate(self._own_generators()):
+            store[f"seed_state_{index}"] = generator.state
+
+    def load_own_variables(self, store: Any) -> None:
+        """Restores what `save_own_variables` wrote; a file without generator states (older
+        keras-msam) keeps the generators' initial states."""
+        generators = self._own_generators()
+        hidden = {f"seed_state_{i}" for i in range(len(generators))}
+        super().load_own_variables(_StoreWithout(store, hidden))
+        keys = set(store.keys())
+        for index, generator in enumerate(generators):
+            if f"seed_state_{index}" in keys:
+                generator.state.assign(store[f"seed_state_{index}"])
+
     # ------------------------------------------------------------ forwards
     def _resolve_unimodal(self, unimodal: str) -> str:
         if unimodal not in UNIMODAL_SOURCES:
@@ -169,11 +209,22 @@ class BalancingTrainer(MultimodalTrainer):
         self, non_trainable: list[Any], seed_generator: Any, shapes: list[tuple[int, ...]]
     ) -> tuple[list[Any], list[Any]]:
         """Standard normal draws of ``shapes``; the generator's state advances in the state."""
+        return self._random_draws(non_trainable, seed_generator, shapes, keras.random.normal)
+
+    def _random_draws(
+        self,
+        non_trainable: list[Any],
+        seed_generator: Any,
+        shapes: list[tuple[int, ...]],
+        draw: Any = keras.random.uniform,
+    ) -> tuple[list[Any], list[Any]]:
+        """``draw(shape, seed=…)`` for each of ``shapes`` (uniform on [0, 1) by default); the
+        generator's state advances in the step's state."""
         state = seed_generator.state
         with keras.StatelessScope(
             state_mapping=[(state, self._read(non_trainable, state))]
         ) as scope:
-            noise = [keras.random.normal(shape, seed=seed_generator) for shape in shapes]
+            noise = [draw(shape, seed=seed_generator) for shape in shapes]
             advanced = scope.get_current_value(state)
         new = list(non_trainable)
         new[self._state_index(state)] = advanced
