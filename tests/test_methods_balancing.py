@@ -389,6 +389,7 @@ def test_agm_refuses_a_model_that_outputs_probabilities():
     "cls, kwargs",
     [
         (keras_msam.OGMGE, {"alpha": 0.4, "ge": False}),
+        (keras_msam.OGMGE, {"alpha": 0.4, "ge": True, "seed": 5}),  # the noise resumes too
         (keras_msam.AGM, {"alpha": 2.0}),
         (keras_msam.MWAM, {"block_size": 4, "keep": 1}),
         (keras_msam.SAM, {"adaptive": True, "rho": 0.5}),
