@@ -125,3 +125,27 @@ def tiny_zoo_model(num_classes: int = 4):
             inputs, keras.layers.Dense(5, activation="tanh", name=f"{name}_dense")(inputs)
         )
     return MultimodalClassifier(encoders, ConcatFusion(num_classes, name="fusion"), name="tiny")
+
+
+THREE_MODALITIES = ("audio", "text", "visual")
+
+
+def three_modality_zoo_model(fusion=None):
+    """A zoo model of three modalities (3 inputs each, Dense(4, tanh) encoders), 3 classes,
+    linear concat fusion unless ``fusion`` is given."""
+    from zoo.models.base import MultimodalClassifier
+    from zoo.models.fusions import ConcatFusion
+
+    encoders = {}
+    for name in THREE_MODALITIES:
+        inputs = keras.Input((3,), name=name)
+        encoders[name] = keras.Model(inputs, keras.layers.Dense(4, activation="tanh")(inputs))
+    fusion = fusion if fusion is not None else ConcatFusion(3, name="fusion")
+    return MultimodalClassifier(encoders, fusion, name="three")
+
+
+def three_modality_data(count: int = 48, seed: int = 0):
+    """Random ``(x, y)`` for `three_modality_zoo_model`."""
+    rng = np.random.default_rng(seed)
+    x = {n: rng.standard_normal((count, 3)).astype("float32") for n in THREE_MODALITIES}
+    return x, rng.integers(0, 3, size=count).astype("int32")

@@ -15,13 +15,15 @@ from conftest import (
     compile_trainer,
     copy_state,
     small_batch,
+    three_modality_data,
+    three_modality_zoo_model,
     tiny_zoo_model,
     to_numpy,
 )
 
 from keras_msam.trainers.cggm import CGGM, cosine_and_pull, modulation_coefficients
 from zoo.models.base import MultimodalClassifier
-from zoo.models.fusions import ConcatFusion, Fusion
+from zoo.models.fusions import Fusion
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "cggm_reference.json").read_text())
 
@@ -196,19 +198,9 @@ def test_early_fusion_with_lam_zero_trains_and_lam_needs_a_linear_head():
     assert history.history["cggm_cos_audio"] == [0.0, 0.0]
 
 
-def _three_modality_model():
-    encoders = {}
-    for name in ("audio", "text", "visual"):
-        inputs = keras.Input((3,), name=name)
-        encoders[name] = keras.Model(inputs, keras.layers.Dense(4, activation="tanh")(inputs))
-    return MultimodalClassifier(encoders, ConcatFusion(3, name="fusion"), name="three")
-
-
 def test_three_modalities():
-    rng = np.random.default_rng(0)
-    x = {n: rng.standard_normal((48, 3)).astype("float32") for n in ("audio", "text", "visual")}
-    y = rng.integers(0, 3, size=48).astype("int32")
-    trainer = compile_trainer(CGGM(_three_modality_model(), log_shapley=False))
+    x, y = three_modality_data()
+    trainer = compile_trainer(CGGM(three_modality_zoo_model(), log_shapley=False))
     history = trainer.fit(x, y, batch_size=16, epochs=2, verbose=0)
     for name in ("audio", "text", "visual"):
         assert np.all(np.isfinite(history.history[f"cggm_coeff_{name}"]))

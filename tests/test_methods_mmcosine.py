@@ -13,6 +13,8 @@ from conftest import (
     assert_resume_equals_never_stopping,
     compile_trainer,
     small_batch,
+    three_modality_data,
+    three_modality_zoo_model,
     tiny_zoo_model,
     to_numpy,
 )
@@ -98,15 +100,8 @@ def test_predict_and_evaluate_use_the_cosine_logits():
 
 
 def test_three_modalities():
-    encoders = {}
-    for name in ("audio", "text", "visual"):
-        inputs = keras.Input((3,), name=name)
-        encoders[name] = keras.Model(inputs, keras.layers.Dense(4, activation="tanh")(inputs))
-    model = MultimodalClassifier(encoders, ConcatFusion(3, name="fusion"), name="three")
-    rng = np.random.default_rng(0)
-    x = {n: rng.standard_normal((48, 3)).astype("float32") for n in ("audio", "text", "visual")}
-    y = rng.integers(0, 3, size=48).astype("int32")
-    trainer = compile_trainer(MMCosine(model, log_shapley=False))
+    x, y = three_modality_data()
+    trainer = compile_trainer(MMCosine(three_modality_zoo_model(), log_shapley=False))
     history = trainer.fit(x, y, batch_size=16, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     assert np.max(np.abs(trainer.predict(x, verbose=0))) <= 3 * 10.0 + 1e-4

@@ -15,6 +15,8 @@ from conftest import (
     compile_trainer,
     copy_state,
     small_batch,
+    three_modality_data,
+    three_modality_zoo_model,
     tiny_zoo_model,
     to_numpy,
     weights_of,
@@ -22,7 +24,6 @@ from conftest import (
 
 import keras_msam
 from keras_msam.trainers.opm import OPM, drop_features, drop_probabilities
-from zoo.models.base import MultimodalClassifier
 from zoo.models.fusions import ConcatFusion, GatedFusion
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "opm_reference.json").read_text())
@@ -86,21 +87,15 @@ def test_without_drops_the_step_is_the_plain_step():
 
 
 def test_gated_fusion_and_three_modalities():
-    encoders = {}
-    for name in ("audio", "text", "visual"):
-        inputs = keras.Input((3,), name=name)
-        encoders[name] = keras.Model(inputs, keras.layers.Dense(4, activation="tanh")(inputs))
-    rng = np.random.default_rng(0)
-    x = {n: rng.standard_normal((48, 3)).astype("float32") for n in ("audio", "text", "visual")}
-    y = rng.integers(0, 3, size=48).astype("int32")
+    x, y = three_modality_data()
     for fusion in (GatedFusion(3, name="gated"), ConcatFusion(3, name="concat")):
-        model = MultimodalClassifier(dict(encoders), fusion, name="three")
+        model = three_modality_zoo_model(fusion)
         trainer = compile_trainer(OPM(model, warmup_epochs=0, p_exe=1.0, log_shapley=False))
         assert trainer.unimodal == ("zero_padded" if fusion.name == "gated" else "split")
         history = trainer.fit(x, y, batch_size=16, epochs=2, verbose=0)
         assert np.all(np.isfinite(history.history["loss"]))
     with pytest.raises(ValueError, match="OPM: unimodal='split' needs"):
-        OPM(MultimodalClassifier(dict(encoders), GatedFusion(3, name="g2")), unimodal="split")
+        OPM(three_modality_zoo_model(GatedFusion(3, name="g2")), unimodal="split")
 
 
 def test_save_load_and_continue_equals_never_stopping(tmp_path):

@@ -14,6 +14,8 @@ from conftest import (
     assert_resume_equals_never_stopping,
     compile_trainer,
     small_batch,
+    three_modality_data,
+    three_modality_zoo_model,
     tiny_zoo_model,
     to_numpy,
 )
@@ -147,19 +149,9 @@ def test_prototype_batches_take_the_stated_share():
     assert len(trainer.prototype_batches(x, y, batch_size=16)[1]) == 16
 
 
-def _three_modality_model():
-    encoders = {}
-    for name in ("audio", "text", "visual"):
-        inputs = keras.Input((3,), name=name)
-        encoders[name] = keras.Model(inputs, keras.layers.Dense(4, activation="tanh")(inputs))
-    return MultimodalClassifier(encoders, ConcatFusion(3, name="fusion"), name="three")
-
-
 def test_three_modalities():
-    rng = np.random.default_rng(0)
-    x = {n: rng.standard_normal((48, 3)).astype("float32") for n in ("audio", "text", "visual")}
-    y = rng.integers(0, 3, size=48).astype("int32")
-    trainer = compile_trainer(PMR(_three_modality_model(), log_shapley=False))
+    x, y = three_modality_data()
+    trainer = compile_trainer(PMR(three_modality_zoo_model(), log_shapley=False))
     history = trainer.fit(x, y, batch_size=16, epochs=2, verbose=0)
     weights = np.array([history.history[f"pmr_weight_{n}"] for n in ("audio", "text", "visual")])
     assert np.all(weights.sum(axis=0) >= 1.0 - 1e-6)  # at least one modality below the best

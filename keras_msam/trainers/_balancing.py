@@ -49,6 +49,16 @@ def true_class_probability(outputs: Any, y: Any, from_logits: bool) -> Any:
     return ops.sum(prob * one_hot, axis=-1)
 
 
+def scale_features(features: dict[str, Any], names: Any, factors: Any) -> dict[str, Any]:
+    """Each modality's features times its per-example factor (M, B), broadcast over the rest."""
+    scaled = {}
+    for index, name in enumerate(names):
+        feature = ops.convert_to_tensor(features[name])
+        factor = ops.reshape(factors[index], (-1,) + (1,) * (len(feature.shape) - 1))
+        scaled[name] = feature * ops.cast(factor, feature.dtype)
+    return scaled
+
+
 class _StoreWithout:
     """A read-only view of a saving store without some keys (Keras checks their count)."""
 
@@ -229,6 +239,10 @@ class BalancingTrainer(MultimodalTrainer):
         new = list(non_trainable)
         new[self._state_index(state)] = advanced
         return noise, new
+
+    def _scaled(self, loss: Any) -> Any:
+        """A loss term scaled like the compiled loss (loss scaling under mixed precision)."""
+        return self.optimizer.scale_loss(loss) if self.optimizer is not None else loss
 
     def _grad_groups(self) -> list[int]:
         """Per trainable variable: index of the modality owning it, or -1 (shared)."""

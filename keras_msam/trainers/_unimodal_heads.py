@@ -22,8 +22,8 @@ def has_encoders(model: keras.Model) -> bool:
     return callable(getattr(model, "encode", None)) and callable(getattr(model, "fuse", None))
 
 
-def feature_widths(trainer: Any, model: keras.Model) -> dict[str, int]:
-    """The last-axis width of each modality's encoder output."""
+def feature_shapes(trainer: Any, model: keras.Model) -> dict[str, tuple]:
+    """The shape (None, ...) of each modality's encoder output."""
     names = trainer.modality_names
     encoders = getattr(model, "encoders", None)
     if isinstance(encoders, dict) and all(n in encoders for n in names):
@@ -40,7 +40,12 @@ def feature_widths(trainer: Any, model: keras.Model) -> dict[str, int]:
         }
         outputs = compute_output_spec(lambda inputs: model.encode(inputs), specs)
         shapes = {n: outputs[n].shape for n in names}
-    return {n: int(shape[-1]) for n, shape in shapes.items()}
+    return {n: tuple(shape) for n, shape in shapes.items()}
+
+
+def feature_widths(trainer: Any, model: keras.Model) -> dict[str, int]:
+    """The last-axis width of each modality's encoder output."""
+    return {n: int(shape[-1]) for n, shape in feature_shapes(trainer, model).items()}
 
 
 def build_heads(

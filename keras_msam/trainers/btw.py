@@ -72,7 +72,7 @@ from keras import ops
 
 from keras_msam.shapley import stack_coalitions, unstack_coalitions
 from keras_msam.trainers import _checks
-from keras_msam.trainers._balancing import BalancingTrainer, check_positive
+from keras_msam.trainers._balancing import BalancingTrainer, check_positive, scale_features
 from keras_msam.trainers.base import StepResult
 
 TASKS = ("classification", "regression")
@@ -405,11 +405,7 @@ class BTW(BalancingTrainer):
                     plain, parts = multimodal, unimodal
                 raw, applied = self.instance_weights(parts, plain, mi, running, smoothing)
                 raw, applied = ops.stop_gradient(raw), ops.stop_gradient(applied)
-                scaled = {}
-                for index, name in enumerate(names):
-                    feature = features[name]
-                    factor = ops.reshape(applied[index], (-1,) + (1,) * (len(feature.shape) - 1))
-                    scaled[name] = feature * ops.cast(factor, feature.dtype)
+                scaled = scale_features(features, names, applied)
                 y_pred = self.model.fuse(scaled, training=True)
                 losses = self.losses
             new_nt = [scope.get_current_value(v) for v in self.non_trainable_variables]

@@ -172,9 +172,6 @@ class CGGM(BalancingTrainer):
     def _classifier_ids(self) -> set[int]:
         return {id(v) for head in self.classifiers for v in head.trainable_variables}
 
-    def _scaled(self, loss: Any) -> Any:
-        return self.optimizer.scale_loss(loss) if self.optimizer is not None else loss
-
     # ------------------------------------------------------------------ step
     def compute_update(
         self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any, sample_weight: Any

@@ -39,7 +39,11 @@ from keras import ops
 
 from keras_msam.trainers import _checks
 from keras_msam.trainers import _unimodal_heads as heads
-from keras_msam.trainers._balancing import BalancingTrainer, true_class_probability
+from keras_msam.trainers._balancing import (
+    BalancingTrainer,
+    scale_features,
+    true_class_probability,
+)
 from keras_msam.trainers.base import StepResult
 
 _RATIO_EPS = 1e-12
@@ -66,13 +70,7 @@ def drop_features(
     theta = ops.sum(ops.convert_to_tensor(sizes, "float32") * ops.cast(q, "float32")) / float(
         sum(sizes)
     )
-    scale = 1.0 / (1.0 - theta)
-    dropped = {}
-    for index, name in enumerate(names):
-        feature = ops.convert_to_tensor(features[name])
-        mask = ops.reshape(keep[index], (-1,) + (1,) * (len(feature.shape) - 1))
-        dropped[name] = feature * ops.cast(mask * scale, feature.dtype)
-    return dropped
+    return scale_features(features, names, keep / (1.0 - theta))
 
 
 @keras.saving.register_keras_serializable(package="keras_msam")
@@ -121,7 +119,8 @@ class OPM(BalancingTrainer):
         except ValueError as error:
             raise _fail(str(error)) from None
         self.unimodal_option = unimodal
-        self._sizes = self._feature_sizes(model)
+        shapes = heads.feature_shapes(self, model)
+        self._sizes = [math.prod(int(d) for d in shapes[n][1:]) for n in self.modality_names]
         self._draws = keras.random.SeedGenerator(seed, name="opm_drop")
         names = self.modality_names
         self._extra_trackers = (
@@ -129,19 +128,6 @@ class OPM(BalancingTrainer):
             + [self._mean_metric(f"opm_performance_{n}") for n in names]
             + [self._mean_metric(f"opm_dropped_{n}") for n in names]
         )
-
-    def _feature_sizes(self, model: keras.Model) -> list[int]:
-        from keras.src.backend import compute_output_spec
-
-        dtypes = getattr(model, "modality_dtypes", {})
-        specs = {
-            n: keras.KerasTensor(
-                (None, *self.structure.input_shapes[n]), dtype=dtypes.get(n, "float32")
-            )
-            for n in self.modality_names
-        }
-        outputs = compute_output_spec(lambda inputs: model.encode(inputs), specs)
-        return [math.prod(int(d) for d in outputs[n].shape[1:]) for n in self.modality_names]
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -270,6 +270,3 @@ class PMR(BalancingTrainer):
             self._shapley(trainable, non_trainable, x, y, y_pred) if self.log_shapley else None
         )
         return StepResult(grads, new_non_trainable, y_pred, loss, shapley, extras=extras)
-
-    def _scaled(self, loss: Any) -> Any:
-        return self.optimizer.scale_loss(loss) if self.optimizer is not None else loss
