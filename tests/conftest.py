@@ -149,3 +149,14 @@ def three_modality_data(count: int = 48, seed: int = 0):
     rng = np.random.default_rng(seed)
     x = {n: rng.standard_normal((count, 3)).astype("float32") for n in THREE_MODALITIES}
     return x, rng.integers(0, 3, size=count).astype("int32")
+
+
+def three_modality_functional_model():
+    """A functional model of three modalities (3 inputs each, Dense(4, tanh) encoders named
+    ``<modality>_enc``), concatenated into a 3-class head."""
+    inputs = {name: keras.Input((3,), name=name) for name in THREE_MODALITIES}
+    parts = [
+        keras.layers.Dense(4, activation="tanh", name=f"{n}_enc")(t) for n, t in inputs.items()
+    ]
+    head = keras.layers.Dense(3, name="head")(keras.layers.Concatenate()(parts))
+    return keras.Model(inputs, head, name="three")

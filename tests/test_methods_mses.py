@@ -16,6 +16,7 @@ from conftest import (
     copy_state,
     small_av_model,
     small_batch,
+    three_modality_functional_model,
     weights_of,
 )
 
@@ -200,20 +201,12 @@ def test_the_unimodal_cross_entropy_of_probabilities_and_of_one_output():
     assert got == pytest.approx(float(keras.ops.convert_to_numpy(expected)), 1e-5)
 
 
-def _three_modality_model():
-    inputs = {name: keras.Input((3,), name=name) for name in ("audio", "text", "visual")}
-    parts = [
-        keras.layers.Dense(4, activation="tanh", name=f"{n}_enc")(t) for n, t in inputs.items()
-    ]
-    head = keras.layers.Dense(3, name="head")(keras.layers.Concatenate()(parts))
-    return keras.Model(inputs, head, name="three")
-
-
 def test_three_modalities_with_validation_split():
     rng = np.random.default_rng(0)
     x = {n: rng.standard_normal((48, 3)).astype("float32") for n in ("audio", "text", "visual")}
     y = rng.integers(0, 3, size=48).astype("int32")
-    trainer = compile_trainer(MSES(_three_modality_model(), patience=2, log_shapley=False))
+    model = three_modality_functional_model()
+    trainer = compile_trainer(MSES(model, patience=2, log_shapley=False))
     history = trainer.fit(x, y, batch_size=16, epochs=2, verbose=0, validation_split=0.25)
     assert set(trainer.best_epochs) == {"audio", "text", "visual"}
     assert history.history["mses_factor_text"] == [1.0, 1.0]

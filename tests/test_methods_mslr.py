@@ -16,6 +16,7 @@ from conftest import (
     copy_state,
     small_av_model,
     small_batch,
+    three_modality_functional_model,
     weights_of,
 )
 
@@ -125,21 +126,17 @@ def test_fit_without_validation_data_is_refused():
         trainer.fit(x, y, epochs=1, verbose=0)
 
 
-def _three_modality_model():
-    inputs = {name: keras.Input((3,), name=name) for name in ("audio", "text", "visual")}
-    parts = [
-        keras.layers.Dense(4, activation="tanh", name=f"{n}_enc")(t) for n, t in inputs.items()
-    ]
-    head = keras.layers.Dense(3, name="head")(keras.layers.Concatenate()(parts))
-    return keras.Model(inputs, head, name="three")
-
-
 def test_three_modalities_with_named_factors_and_validation_split():
     rng = np.random.default_rng(0)
     x = {n: rng.standard_normal((48, 3)).astype("float32") for n in ("audio", "text", "visual")}
     y = rng.integers(0, 3, size=48).astype("int32")
     trainer = compile_trainer(
-        MSLR(_three_modality_model(), initial_factors={"text": 1.3}, memory=1, log_shapley=False)
+        MSLR(
+            three_modality_functional_model(),
+            initial_factors={"text": 1.3},
+            memory=1,
+            log_shapley=False,
+        )
     )
     history = trainer.fit(x, y, batch_size=16, epochs=2, verbose=0, validation_split=0.25)
     assert trainer.initial_factors == {"audio": 1.0, "text": 1.3, "visual": 1.0}

@@ -59,6 +59,21 @@ def scale_features(features: dict[str, Any], names: Any, factors: Any) -> dict[s
     return scaled
 
 
+def split_off_validation(
+    x: Any, y: Any, validation_split: float, validation_data: Any, kwargs: dict[str, Any]
+) -> tuple[Any, Any, Any]:
+    """Keras's own ``validation_split`` done before `fit`, for methods that need the validation
+    arrays themselves; ``kwargs["sample_weight"]`` is split alike. Returns (x, y, validation)."""
+    if validation_split and validation_data is None:
+        from keras.src.trainers.data_adapters import array_slicing
+
+        (x, y, sample_weight), validation_data = array_slicing.train_validation_split(
+            (x, y, kwargs.pop("sample_weight", None)), validation_split=validation_split
+        )
+        kwargs["sample_weight"] = sample_weight
+    return x, y, validation_data
+
+
 class _StoreWithout:
     """A read-only view of a saving store without some keys (Keras checks their count)."""
 

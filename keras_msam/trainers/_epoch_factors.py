@@ -16,7 +16,11 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_msam.trainers._balancing import BalancingTrainer, check_window
+from keras_msam.trainers._balancing import (
+    BalancingTrainer,
+    check_window,
+    split_off_validation,
+)
 from keras_msam.trainers.base import StepResult
 
 
@@ -69,8 +73,9 @@ class EpochFactorTrainer(BalancingTrainer):
 
     # ------------------------------------------------------------------ the step
     def _step_factors(self, non_trainable: list[Any]) -> Any:
-        """(M,) float32 factors c_m of this step inside the modulation epochs."""
-        raise NotImplementedError
+        """(M,) float32 factors c_m of this step inside the modulation epochs; the base's are 1
+        (the plain step), a method overrides them."""
+        return ops.ones((len(self.modality_names),), dtype="float32")
 
     def compute_update(
         self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any, sample_weight: Any
@@ -106,8 +111,7 @@ class EpochFactorTrainer(BalancingTrainer):
         """Work due when an epoch begins (none by default)."""
 
     def end_of_epoch(self, validation_data: Any, batch_size: int | None = None) -> None:
-        """The method's epoch-end rule from ``validation_data``."""
-        raise NotImplementedError
+        """The method's epoch-end rule from ``validation_data`` (none in the base)."""
 
     def fit(
         self,
@@ -122,13 +126,9 @@ class EpochFactorTrainer(BalancingTrainer):
         **kwargs: Any,
     ) -> Any:
         """`keras.Model.fit`, plus the method's epoch-end update from the validation data."""
-        if validation_split and validation_data is None:
-            from keras.src.trainers.data_adapters import array_slicing
-
-            (x, y, sample_weight), validation_data = array_slicing.train_validation_split(
-                (x, y, kwargs.pop("sample_weight", None)), validation_split=validation_split
-            )
-            kwargs["sample_weight"] = sample_weight
+        x, y, validation_data = split_off_validation(
+            x, y, validation_split, validation_data, kwargs
+        )
         if validation_data is None:
             raise ValueError(
                 f"{self.method} adapts each modality's factor from its unimodal score on "

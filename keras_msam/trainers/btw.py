@@ -72,7 +72,12 @@ from keras import ops
 
 from keras_msam.shapley import stack_coalitions, unstack_coalitions
 from keras_msam.trainers import _checks
-from keras_msam.trainers._balancing import BalancingTrainer, check_positive, scale_features
+from keras_msam.trainers._balancing import (
+    BalancingTrainer,
+    check_positive,
+    scale_features,
+    split_off_validation,
+)
 from keras_msam.trainers.base import StepResult
 
 TASKS = ("classification", "regression")
@@ -444,13 +449,9 @@ class BTW(BalancingTrainer):
     ) -> Any:
         """`keras.Model.fit`, plus the callback that updates MI (from the validation data), w̄
         and s every ``update_every`` epochs (and the epoch counter)."""
-        if validation_split and validation_data is None:
-            from keras.src.trainers.data_adapters import array_slicing
-
-            (x, y, sample_weight), validation_data = array_slicing.train_validation_split(
-                (x, y, kwargs.pop("sample_weight", None)), validation_split=validation_split
-            )
-            kwargs["sample_weight"] = sample_weight
+        x, y, validation_data = split_off_validation(
+            x, y, validation_split, validation_data, kwargs
+        )
         update = _BTWUpdate(
             self,
             validation_data,
