@@ -12,8 +12,12 @@ gradients and the loss are the plain ones. The ratio is the official one (``scor
 not BalanceBenchmark's two-modality code, which divides a score by itself; for M > 2 the ratio
 to the weakest modality is BalanceBenchmark's extension, equal to the official ratio for M = 2.
 The official code adds the GE noise to every modulated encoder tensor (the weaker modality's
-too, with k = 1) and, in its first release, only to 4-D (conv) kernels; here every encoder
-variable is modulated, as in AGM's re-implementation.
+too, with k = 1) and modulates only 4-D (conv) kernels (``modulated="conv_kernels"``); the
+default modulates every encoder variable, as AGM's and BalanceBenchmark's re-implementations do.
+
+Where the official code departs from its paper, the paper is followed: at a tie (ρ = 1) the
+code's ``else`` branch slows the audio encoder by 1 − tanh(α); Eq. 10 gives k = 1 to both
+(``tests/test_conformance_ogmge.py`` pins both).
 
 Unimodal logits: OGM-GE's split of a linear late-fusion head (zoo ``concat``/``sum`` fusion),
 o_m = W_m φ_m + b/M; for other models (an extension) the model's output with only modality m
@@ -35,6 +39,8 @@ from keras_msam.trainers._balancing import (
     true_class_probability,
 )
 from keras_msam.trainers.base import StepResult
+
+MODULATED = ("encoder", "conv_kernels")
 
 
 def ogm_coefficients(scores: Any, alpha: float) -> Any:
@@ -58,6 +64,8 @@ class OGMGE(BalancingTrainer):
             standard deviation while modulating.
         unimodal: ``"auto"`` (the head split for linear late fusion, else zero-padded outputs),
             ``"split"`` or ``"zero_padded"``.
+        modulated: ``"encoder"`` (every variable of a modality's encoder) or
+            ``"conv_kernels"`` (only its rank-4 variables, the official code's choice).
         seed: Seed of the GE noise.
         **kwargs: See `MultimodalTrainer` (Shapley logging options, ``nonfinite``, ``name``).
 
@@ -71,6 +79,7 @@ class OGMGE(BalancingTrainer):
         modulation_epochs: tuple[int, int] | None = (0, 50),
         ge: bool = True,
         unimodal: str = "auto",
+        modulated: str = "encoder",
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -80,6 +89,11 @@ class OGMGE(BalancingTrainer):
         self.ge = _checks.flag(ge, "ge")
         self.unimodal = unimodal
         self._source = self._resolve_unimodal(unimodal)
+        if modulated not in MODULATED:
+            raise ValueError(
+                f"OGMGE modulated={modulated!r}: expected one of {', '.join(MODULATED)}."
+            )
+        self.modulated = modulated
         self.seed = _checks.optional_integer(seed, "seed", 0)
         self._noise_seed = keras.random.SeedGenerator(seed, name="ge_noise")
         self._extra_trackers = [self._mean_metric(f"ogm_coeff_{n}") for n in self.modality_names]
@@ -91,6 +105,7 @@ class OGMGE(BalancingTrainer):
             "modulation_epochs": self.modulation_epochs,
             "ge": self.ge,
             "unimodal": self.unimodal,
+            "modulated": self.modulated,
             "seed": self.seed,
         }
 
@@ -125,6 +140,8 @@ class OGMGE(BalancingTrainer):
             active = self._in_window(non_trainable, self.modulation_epochs)
             coefficients = ops.where(active, ogm_coefficients(scores, self.alpha), 1.0)
             groups = self._grad_groups()
+            if self.modulated == "conv_kernels":
+                groups = [g if len(v.shape) == 4 else -1 for g, v in zip(groups, grads)]
             if self.ge:
                 modulated = [i for i, group in enumerate(groups) if group >= 0]
                 noise, new_non_trainable = self._normal_noise(
