@@ -84,9 +84,7 @@ def test_three_steps_equal_the_authors_ogm_step():
     """modulated="conv_kernels", no GE noise: the official ``--modulation OGM`` run exactly."""
     model = _model(FIXTURE["initial"])
     trainer = compile_trainer(
-        OGMGE(
-            model, alpha=FIXTURE["alpha"], ge=False, modulated="conv_kernels", log_shapley=False
-        ),
+        OGMGE(model, alpha=FIXTURE["alpha"], ge=False, modulated="conv_kernels", log_shapley=False),
         lr=FIXTURE["lr"],
     )
     for batch, expected in zip(FIXTURE["batches"], FIXTURE["steps"], strict=True):
@@ -109,7 +107,9 @@ def test_the_default_modulates_every_encoder_variable_where_the_official_code_on
     (AGM's and BalanceBenchmark's re-implementations); the fusion head is never modulated."""
     step = FIXTURE["steps"][0]
     plain = step["plain_grads"]
-    logs, grads = _one_step(FIXTURE["initial"], FIXTURE["batches"][0], alpha=FIXTURE["alpha"], ge=False)
+    logs, grads = _one_step(
+        FIXTURE["initial"], FIXTURE["batches"][0], alpha=FIXTURE["alpha"], ge=False
+    )
     coefficient = {"audio": logs["ogm_coeff_audio"], "visual": logs["ogm_coeff_visual"]}
     assert coefficient["audio"] < 0.5 and coefficient["visual"] == 1.0
     for name in NAMES:
@@ -119,7 +119,8 @@ def test_the_default_modulates_every_encoder_variable_where_the_official_code_on
             atol=2e-5,
         )
         np.testing.assert_allclose(
-            grads[f"{name}_net.bias"], coefficient[name] * np.array(plain[f"{name}_net.bias"]),
+            grads[f"{name}_net.bias"],
+            coefficient[name] * np.array(plain[f"{name}_net.bias"]),
             atol=2e-5,
         )
     # the official code leaves the audio bias at its plain gradient: a real difference here

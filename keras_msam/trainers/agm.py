@@ -9,15 +9,23 @@ Per training step (research notes, algorithms.md §6; official ``lihong2303/AGM`
     s_m     = mean_i −log max(softmax(φ_m,i)_{y_i}, 1e-8)
     r_m     = exp(M/(M−1) · (mean_c s_c − s_m))  (M = 2: r_a = exp(s_v − s_a), official)
     r̄_m    = the same with the running means s̄ (before this batch)
-    c_m     = exp(α · min(r̄_m − r_m, 10))        during the modulation epochs, else 1
+    c_m     = exp(α · min(r̄_m − r_m, cap))       during the modulation epochs, else 1
     output  = Σ_m φ_m with the gradient along path m multiplied by c_m (the official backward
               hooks), written as Σ_m [c_m φ_m + (1 − c_m) stop_gradient(φ_m)]
     s̄_m    ← s̄_m (t−1)/t + s_m/t                (t counts every step, across epochs)
-    if max |∇ shared| > 1 (unscaled): clip the global gradient norm to ``clip_norm``
+    if max |∇ shared kernels| > clip_norm (unscaled): clip the global gradient norm to clip_norm
 
-For M > 2 the ratio form M/(M−1)·(mean − s_m) is BalanceBenchmark's generalisation, with the
-sign of the official two-modality code. The clipping test reads the shared (fusion) variables'
-gradients, which for a linear late-fusion zoo model are exactly the official ``fc_out`` weights.
+The official code's settings differ per data set; each is checked against it
+(``tests/test_conformance_agm.py``, lihong2303/AGM@5a65542):
+
+    AV-MNIST   ``AGM(model, cap=None, clip_norm=1.0)``  (run/AVMNIST_main.py: no cap)
+    CREMA-D    ``AGM(model, cap=10.0, clip_norm=1.0)``  (run/CREMAD_main.py; the default)
+    UR-Funny   ``AGM(model, cap=7.0, clip_norm=5.0)``   (run/URFunny_main.py, three modalities)
+
+For M > 2 the ratio form M/(M−1)·(mean − s_m) is the official UR-Funny code's (and
+BalanceBenchmark's). The clipping test reads the gradients of the shared (fusion) kernels,
+which for a linear late-fusion zoo model are exactly the official ``fc_out``/``head.fc``
+weights (their biases are not read).
 """
 
 from __future__ import annotations
@@ -40,7 +48,6 @@ from keras_msam.trainers._balancing import BalancingTrainer, check_positive, che
 from keras_msam.trainers.base import StepResult
 
 _MIN_PROB = 1e-8
-_MAX_EXPONENT = 10.0
 
 
 def shapley_logits(outputs: Any, weights: Any) -> Any:
@@ -56,15 +63,18 @@ def agm_scores(phi: Any, y: Any) -> Any:
     return ops.mean(-ops.log(ops.maximum(prob, _MIN_PROB)), axis=-1)
 
 
-def agm_coefficients(scores: Any, running_scores: Any, alpha: float) -> Any:
-    """c_m = exp(α · min(r̄_m − r_m, 10)) with r_m = exp(M/(M−1)·(mean(s) − s_m))."""
+def agm_coefficients(
+    scores: Any, running_scores: Any, alpha: float, cap: float | None = 10.0
+) -> Any:
+    """c_m = exp(α · min(r̄_m − r_m, cap)) with r_m = exp(M/(M−1)·(mean(s) − s_m))."""
     scores = ops.cast(scores, "float32")
     running_scores = ops.cast(running_scores, "float32")
     count = int(scores.shape[0])
     factor = count / (count - 1)
     ratio = ops.exp(factor * (ops.mean(scores) - scores))
     running_ratio = ops.exp(factor * (ops.mean(running_scores) - running_scores))
-    return ops.exp(alpha * ops.minimum(running_ratio - ratio, _MAX_EXPONENT))
+    gap = running_ratio - ratio
+    return ops.exp(alpha * (gap if cap is None else ops.minimum(gap, cap)))
 
 
 @keras.saving.register_keras_serializable(package="keras_msam")
@@ -77,8 +87,10 @@ class AGM(BalancingTrainer):
             README example 2.5 on AV-MNIST).
         modulation_epochs: Inclusive ``(start, end)`` epochs (0-based) with modulation; None:
             every epoch. Default (0, 20), the official setting. Scores are tracked every step.
-        clip_norm: Global-norm clip applied when a shared gradient leaves [−1, 1] (official:
-            1.0); None disables it.
+        clip_norm: Global-norm clip applied when a shared kernel's gradient leaves
+            [−clip_norm, clip_norm] (official: 1.0; 5.0 on UR-Funny); None disables it.
+        cap: Upper bound of r̄_m − r_m in the exponent (official: 10 on CREMA-D, 7 on
+            UR-Funny, none on AV-MNIST); None leaves it uncapped.
         **kwargs: See `MultimodalTrainer` (``nonfinite``, ``name``...). The Shapley logits use
             exact Shapley up to ``shapley_threshold`` modalities and sampled permutations above.
 
@@ -91,6 +103,7 @@ class AGM(BalancingTrainer):
         alpha: float = 1.0,
         modulation_epochs: tuple[int, int] | None = (0, 20),
         clip_norm: float | None = 1.0,
+        cap: float | None = 10.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
@@ -99,6 +112,7 @@ class AGM(BalancingTrainer):
         self.clip_norm = (
             None if clip_norm is None else check_positive(clip_norm, "clip_norm", False)
         )
+        self.cap = None if cap is None else check_positive(cap, "cap", False)
         count = len(self.modality_names)
         self._logit_plan = coalition_plan(
             count,
@@ -119,6 +133,7 @@ class AGM(BalancingTrainer):
             "alpha": self.alpha,
             "modulation_epochs": self.modulation_epochs,
             "clip_norm": self.clip_norm,
+            "cap": self.cap,
         }
 
     def compute_update(
@@ -151,7 +166,9 @@ class AGM(BalancingTrainer):
             )
             phi = shapley_logits(outputs, self._logit_plan.weights)
             scores = agm_scores(ops.stop_gradient(phi), y)
-            coefficients = ops.where(active, agm_coefficients(scores, running, self.alpha), 1.0)
+            coefficients = ops.where(
+                active, agm_coefficients(scores, running, self.alpha, self.cap), 1.0
+            )
             c = ops.reshape(ops.stop_gradient(coefficients), (-1, 1, 1))
             y_pred = ops.sum(c * phi + (1.0 - c) * ops.stop_gradient(phi), axis=0)
             loss, unscaled = self._compiled_loss(x, y, y_pred, sample_weight, losses)
@@ -174,17 +191,21 @@ class AGM(BalancingTrainer):
         return StepResult(grads, new_non_trainable, y_pred, loss, shapley, extras=extras)
 
     def _clip(self, grads: list[Any]) -> list[Any]:
-        """Official AGM clipping: global norm ≤ clip_norm when a shared gradient leaves [−1, 1]."""
+        """Official AGM clipping: global norm ≤ clip_norm when a shared kernel's gradient
+        leaves [−clip_norm, clip_norm] (every shared gradient if no shared variable is a kernel)."""
         if self.clip_norm is None:
             return grads
         scale = 1.0 if self.optimizer is None else self.optimizer.scale_loss(1.0)
         shared = [g for g, group in zip(grads, self._grad_groups()) if group < 0]
         if not shared:
             return grads
+        shared = [g for g in shared if len(g.shape) >= 2] or shared
         largest = ops.max(ops.stack([ops.max(ops.abs(ops.cast(g, "float32"))) for g in shared]))
         largest = largest / scale
         norm = global_norm(grads) / scale
         factor = ops.where(
-            largest > 1.0, ops.minimum(1.0, self.clip_norm / (norm + 1e-6)), ops.ones_like(norm)
+            largest > self.clip_norm,
+            ops.minimum(1.0, self.clip_norm / (norm + 1e-6)),
+            ops.ones_like(norm),
         )
         return [ops.cast(ops.cast(g, "float32") * factor, g.dtype) for g in grads]
