@@ -173,7 +173,7 @@ def affect_data(
         text = rng.standard_normal((count, steps, text_dim)).astype(np.float32)
         text[:, :10] = 0.0  # left zero padding, as MultiBench
         audio = rng.standard_normal((count, steps, audio_dim)).astype(np.float32)
-        audio[0, 0, 0] = -np.inf
+        audio[0, 12, 0] = -np.inf  # after the left text padding (steps 0-9)
         data[split] = {
             "vision": rng.standard_normal((count, steps, vision_dim)).astype(np.float32),
             "audio": audio,

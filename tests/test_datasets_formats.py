@@ -280,7 +280,7 @@ def test_affect_pickle_classification_and_regression(tmp_path):
         {"audio": (4, 50, 74), "text": (4, 50, 300), "visual": (4, 50, 35)},
         (4,),
     )
-    assert x["audio"][0, 0, 0] == 0.0  # -inf audio set to 0
+    assert x["audio"][0, 2, 0] == 0.0  # -inf audio set to 0 (step 12, aligned to step 2)
     scores = np.delete(data["train"]["labels"].reshape(-1), 2)
     _, labels = train.to_numpy()
     np.testing.assert_array_equal(labels, (scores > 0).astype(np.int32))

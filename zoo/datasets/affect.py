@@ -98,11 +98,15 @@ def _build(
     split: str,
     problems: Problems,
     task: str = "classification",
+    align: bool = True,
+    max_seq_len: int | None = 50,
     on_error: str = "raise",
     **batch_kwargs,
 ) -> ArrayDataset | None:
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
+    if max_seq_len is not None and (isinstance(max_seq_len, bool) or int(max_seq_len) < 1):
+        raise ValueError(f"max_seq_len must be a positive integer or None, got {max_seq_len!r}.")
     path = resolve_file(name, root)
     result = _split_arrays(path, _read(path), split, problems)
     if result is None:
@@ -113,6 +117,10 @@ def _build(
     keep = arrays["text"].reshape(len(scores), -1).sum(axis=1) != 0  # drop all-zero text rows
     arrays = {k: a[keep] for k, a in arrays.items()}
     scores, ids = scores[keep], ids[keep]
+    if align:
+        arrays = align_to_text(arrays, max_seq_len)
+    elif max_seq_len is not None:
+        arrays = {k: _fit_steps(a, int(max_seq_len)) for k, a in arrays.items()}
     if task == "classification":
         labels = (scores > 0).astype(np.int32)
         num_classes, class_names = 2, ["negative", "positive"]
@@ -134,6 +142,29 @@ def _build(
     return dataset
 
 
+def align_to_text(arrays: dict[str, np.ndarray], max_seq_len: int | None) -> dict:
+    """MultiBench's ``aligned=True`` with ``max_pad=True``: every example starts at its first
+    time step with a non-zero text value (the left zero padding is removed), is cut to
+    ``max_seq_len`` steps and zero-padded at the end (all modalities shifted alike)."""
+    text = arrays["text"]
+    count, steps = text.shape[:2]
+    length = steps if max_seq_len is None else int(max_seq_len)
+    starts = np.argmax(text.reshape(count, steps, -1).any(axis=2), axis=1)
+    out = {k: np.zeros((count, length, a.shape[2]), np.float32) for k, a in arrays.items()}
+    for i, start in enumerate(starts):
+        kept = min(steps - start, length)
+        for key, array in arrays.items():
+            out[key][i, :kept] = array[i, start : start + kept]
+    return out
+
+
+def _fit_steps(array: np.ndarray, length: int) -> np.ndarray:
+    """Cuts or end-pads the time axis (N, T, d) to ``length`` steps."""
+    if array.shape[1] >= length:
+        return array[:, :length]
+    return np.pad(array, ((0, 0), (0, length - array.shape[1]), (0, 0)))
+
+
 def make_loader(name: str, title: str):
     """Returns the ``load`` and ``check`` functions of one affect data set."""
 
@@ -148,10 +179,14 @@ def make_loader(name: str, title: str):
     ``mosi_data.pkl``, 371/81/300 in humor/sarcasm). Any d is accepted; the three sequence
     lengths must agree.
 
-    Outputs "visual" (from ``vision``), "audio" and "text", each (T, d) float32, as MultiBench
-    with ``max_pad=True``: -inf audio is set to 0 and rows whose text is all zero are dropped
-    (count in ``dataset.dropped_empty_text``; ids in ``dataset.ids``). Splits: train, valid ->
-    "validation", test.
+    Outputs "visual" (from ``vision``), "audio" and "text", each (``max_seq_len``, d) float32, as
+    MultiBench's ``get_dataloader(max_pad=True)`` in its default ``aligned`` mode: -inf audio is
+    set to 0, rows whose text sums to zero are dropped (count in ``dataset.dropped_empty_text``;
+    ids in ``dataset.ids``), then every example starts at its first non-zero text step (the
+    pickle's left padding removed) and is cut or zero-padded at the end to ``max_seq_len`` (50)
+    steps. ``align=False`` keeps the pickle's time axis (cut/padded at the end to
+    ``max_seq_len``; ``None`` keeps its length). Checked against MultiBench's ``Affectdataset``
+    (``tests/test_conformance_loaders.py``). Splits: train, valid -> "validation", test.
 
     Labels: ``task="classification"`` (default) gives int32 score > 0 -> 1, else 0 (2 classes);
     ``task="regression"`` gives the float32 score (MOSI/MOSEI sentiment in [-3, 3]), or -1/+1
