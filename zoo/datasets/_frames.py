@@ -28,8 +28,8 @@ def list_frames(folder: str) -> list[str]:
 
 def pick_frames(paths: list[str], num_frames: int, selection: str, folder: str) -> list[str]:
     """Picks ``num_frames`` frames: the first ones ("first"), segment middles ("uniform"), or
-    AGM's CREMA-D choice ("agm": one frame, ``np.random.seed(999); choice(len(frames), 1)`` over
-    the sorted frames, lihong2303/AGM ``dataloader/CREMAD_loader.py``)."""
+    AGM's CREMA-D choice ("agm": one frame, ``np.random.seed(999); choice(len(frames), 1,
+    replace=False)`` over the sorted frames, lihong2303/AGM ``dataloader/CREMAD_loader.py``)."""
     if len(paths) < num_frames:
         raise DataFormatError(folder, f"has {len(paths)} frames, the loader needs {num_frames}")
     if selection == "first":
@@ -37,7 +37,7 @@ def pick_frames(paths: list[str], num_frames: int, selection: str, folder: str) 
     if selection == "agm":
         if num_frames != 1:
             raise ValueError(f"frame_selection='agm' picks one frame, got num_frames={num_frames}.")
-        return [paths[int(np.random.RandomState(999).choice(len(paths), 1)[0])]]
+        return [paths[int(np.random.RandomState(999).choice(len(paths), 1, replace=False)[0])]]
     if selection == "uniform":
         edges = np.linspace(0, len(paths), num_frames + 1)
         return [paths[int((edges[i] + edges[i + 1]) / 2)] for i in range(num_frames)]

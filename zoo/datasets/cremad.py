@@ -97,6 +97,8 @@ def _build(
     cache: bool = False,
     **batch_kwargs,
 ) -> FileDataset | None:
+    if frame_selection == "agm" and num_frames != 1:
+        raise ValueError(f"frame_selection='agm' picks one frame, got num_frames={num_frames}.")
     if audio_features not in AUDIO_FEATURES:
         raise ValueError(f"audio_features must be one of {AUDIO_FEATURES}, got {audio_features!r}")
     csv = os.path.join(root, "test.csv" if split == "test" else "train.csv")
@@ -170,8 +172,9 @@ def load(root: str, split: str, **options) -> FileDataset:
     in-model ``keras.layers.STFTSpectrogram``/``MelSpectrogram``.
 
     Visual: ``num_frames`` (default 1, OGM-GE's ``--fps``) frames of the clip's folder, in sorted
-    file order (``frame_selection="first"``, what OGM-GE effectively reads) or evenly spread
-    (``"uniform"``), each resized to ``image_size`` (224) and ImageNet-normalised -> "visual"
+    file order (``frame_selection="first"``; OGM-GE reads the first in ``os.listdir`` order,
+    which the file system decides), evenly spread (``"uniform"``) or AGM's seeded choice of one
+    frame (``"agm"``), each resized to ``image_size`` (224) and ImageNet-normalised -> "visual"
     (num_frames, 224, 224, 3), or (224, 224, 3 * num_frames) with ``frames_layout="channels"``.
     No random crop or flip is applied (put augmentation in the model).
 
