@@ -11,6 +11,7 @@ from zoo.datasets.errors import DataFormatError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 FRAME_LAYOUTS = ("time", "channels")
+FRAME_SELECTIONS = ("first", "uniform", "agm", "balancebenchmark")
 
 
 def list_frames(folder: str) -> list[str]:
@@ -27,7 +28,8 @@ def list_frames(folder: str) -> list[str]:
 
 
 def pick_frames(paths: list[str], num_frames: int, selection: str, folder: str) -> list[str]:
-    """Picks ``num_frames`` frames: the first ones ("first"), segment middles ("uniform"), or
+    """Picks ``num_frames`` frames: the first ones ("first"), segment middles ("uniform"),
+    BalanceBenchmark's Kinetics-Sounds evaluation frames ("balancebenchmark"), or
     AGM's CREMA-D choice ("agm": one frame, ``np.random.seed(999); choice(len(frames), 1,
     replace=False)`` over the sorted frames, lihong2303/AGM ``dataloader/CREMAD_loader.py``)."""
     if len(paths) < num_frames:
@@ -38,10 +40,18 @@ def pick_frames(paths: list[str], num_frames: int, selection: str, folder: str) 
         if num_frames != 1:
             raise ValueError(f"frame_selection='agm' picks one frame, got num_frames={num_frames}.")
         return [paths[int(np.random.RandomState(999).choice(len(paths), 1, replace=False)[0])]]
+    if selection == "balancebenchmark":
+        # BalanceBenchmark KS_dataset.py (evaluation): t_i = i·seg + max(seg // 2, 1), seg =
+        # n // k, when n > 2k frames, else frame 1 for every pick (its code: k = 3, n > 6)
+        count = len(paths)
+        seg = count // num_frames
+        if count > 2 * num_frames:
+            return [paths[i * seg + max(seg // 2, 1)] for i in range(num_frames)]
+        return [paths[min(1, count - 1)]] * num_frames
     if selection == "uniform":
         edges = np.linspace(0, len(paths), num_frames + 1)
         return [paths[int((edges[i] + edges[i + 1]) / 2)] for i in range(num_frames)]
-    raise ValueError(f"frame_selection must be 'first', 'uniform' or 'agm', got {selection!r}.")
+    raise ValueError(f"frame_selection must be one of {FRAME_SELECTIONS}, got {selection!r}.")
 
 
 def read_frames(paths: list[str], image_size: int, layout: str, normalize: bool) -> np.ndarray:

@@ -80,8 +80,11 @@ def _build(
     rows = read_rows(path, problems)
     if not names:
         return None
-    kept = []
+    kept, seen = [], set()
     for category, video in rows:
+        if video in seen:  # a repeated row of the same video: one example (PMR's loader)
+            continue
+        seen.add(video)
         if category not in names:
             problems(path, f"unknown label {category!r} for video {video} (not in Annotations.txt)")
             continue
@@ -129,7 +132,8 @@ def load(root: str, split: str, **options) -> FileDataset:
 
     Outputs "audio" (257, 1004, 1) as stored and "visual": ``num_frames`` (3) frames spread
     evenly over the sorted jpgs, resized to ``image_size`` (224), ImageNet-normalised,
-    (3, 224, 224, 3) or (224, 224, 9) with ``frames_layout="channels"``. Each row is an example.
+    (3, 224, 224, 3) or (224, 224, 9) with ``frames_layout="channels"``. Each video of a split
+    file is one example (a repeated row is read once, as PMR's loader does).
 
     Labels: the categories of ``Annotations.txt`` sorted by name -> 0..27 (``class_names`` on the
     returned data set). PMR/ReconBoost index classes by first appearance in ``testSet.txt``,

@@ -7,7 +7,13 @@ import os
 import numpy as np
 
 from zoo.datasets._common import Problems, check_splits
-from zoo.datasets._frames import frames_shape, list_frames, pick_frames, read_frames
+from zoo.datasets._frames import (
+    FRAME_SELECTIONS,
+    frames_shape,
+    list_frames,
+    pick_frames,
+    read_frames,
+)
 from zoo.datasets._io import expect_numeric, expect_shape, load_npy, split_indices
 from zoo.datasets.errors import CheckReport, DataFormatError
 from zoo.datasets.pipeline import FileDataset
@@ -55,8 +61,10 @@ def read_split_file(path: str, problems: Problems) -> list[tuple[str, int]]:
 
 
 class KineticsSoundsReader:
-    def __init__(self, root, names, audio_dir, visual_dir, num_frames, image_size, layout):
-        self.root, self.names = root, names
+    def __init__(
+        self, root, names, audio_dir, visual_dir, num_frames, image_size, layout, selection
+    ):
+        self.root, self.names, self.selection = root, names, selection
         self.audio_dir, self.visual_dir = audio_dir, visual_dir
         self.num_frames, self.image_size, self.layout = num_frames, image_size, layout
 
@@ -70,7 +78,7 @@ class KineticsSoundsReader:
         frames = [p for p in list_frames(folder) if os.path.basename(p).startswith("frame_")]
         if not frames:
             raise DataFormatError(folder, "holds no frame_0000{t}.jpg files")
-        paths = pick_frames(frames, self.num_frames, "uniform", folder)
+        paths = pick_frames(frames, self.num_frames, self.selection, folder)
         visual = read_frames(paths, self.image_size, self.layout, normalize=True)
         return {"audio": fbank.astype(np.float32)[..., None], "visual": visual}
 
@@ -84,12 +92,17 @@ def _build(
     num_frames: int = 3,
     image_size: int = 224,
     frames_layout: str = "time",
+    frame_selection: str = "balancebenchmark",
     validation_fraction: float = 0.1,
     split_seed: int = 0,
     on_error: str = "raise",
     cache: bool = False,
     **batch_kwargs,
 ) -> FileDataset | None:
+    if frame_selection not in FRAME_SELECTIONS:
+        raise ValueError(
+            f"frame_selection must be one of {FRAME_SELECTIONS}, got {frame_selection!r}."
+        )
     path = _find_split_file(root, "test" if split == "test" else "train", problems)
     if path is None:
         return None
@@ -122,6 +135,7 @@ def _build(
         num_frames,
         image_size,
         frames_layout,
+        frame_selection,
     )
     return FileDataset(
         reader,
@@ -146,8 +160,11 @@ def load(root: str, split: str, **options) -> FileDataset:
                                     already normalised (x + 4.503877) / (2 * 5.141276)
         visual/<name>/frame_0000{t}.jpg   1-fps frames, t = 0..9
 
-    Outputs "audio" (1024, 128, 1) as stored, and "visual": ``num_frames`` (3) frames spread
-    evenly over the ``frame_*`` files (sorted), resized to ``image_size`` and ImageNet-normalised,
+    Outputs "audio" (1024, 128, 1) as stored, and "visual": ``num_frames`` (3) of the sorted
+    ``frame_*`` files, chosen as BalanceBenchmark's evaluation does
+    (``frame_selection="balancebenchmark"``: frames i·s + max(s // 2, 1) with s = n // 3 when a
+    clip has more than 6, else frame 1 three times; ``"uniform"`` spreads them evenly), resized
+    to ``image_size`` and ImageNet-normalised,
     (3, 224, 224, 3) or (224, 224, 9) with ``frames_layout="channels"``. Labels are the integers
     in the split file (0..30). "validation" is a stratified ``validation_fraction`` (0.1) of the
     train file drawn with ``split_seed``; "train" is the rest; "test" is the test file.
