@@ -38,7 +38,7 @@ from keras import ops
 import keras_msam
 import zoo
 from keras_msam.analysis import decision_layer_report
-from keras_msam.evaluation import batches
+from keras_msam.data_sources import iterate_batches
 
 METHODS = {
     "joint": ("Joint", lambda model: keras_msam.Joint(model, log_shapley=False)),
@@ -83,7 +83,7 @@ def gained_shares(trainer, x, y, batch_size=256):
     names = inner.modality_names
     gains = trainer.gains if hasattr(trainer, "gains") else np.ones((len(names), 1))
     totals = np.zeros(len(names))
-    for batch_x, _ in batches(x, y, batch_size):
+    for batch_x, _ in iterate_batches(x, y, batch_size):
         parts = inner.unimodal_logits(inner.encode(batch_x, training=False))
         for index, name in enumerate(names):
             logits = np.asarray(ops.convert_to_numpy(parts[name]), np.float64)

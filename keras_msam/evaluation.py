@@ -1,5 +1,10 @@
 """Evaluation helpers: multimodal accuracy and each modality's accuracy (or cross-entropy) with
-the others zeroed."""
+the others zeroed.
+
+Every helper takes what `fit` takes: ``{modality: array}`` with labels ``y``, or a data set that
+yields ``(inputs, labels)`` batches (``keras.utils.PyDataset`` such as ``zoo.datasets.load``, a
+``tf.data.Dataset``, a ``torch.utils.data.DataLoader``; ``y`` None); see `keras_msam.data_sources`.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +13,37 @@ from typing import Any
 import numpy as np
 from keras import ops
 
+from keras_msam.data_sources import is_array_input, iterate_batches
 from keras_msam.modalities import modality_structure, validate_inputs
 from keras_msam.shapley import class_indices, stack_coalitions, unstack_coalitions
 
 
-def batches(x: dict[str, np.ndarray], y: np.ndarray, batch_size: int):
-    """Yields ``({modality: array}, labels)`` slices of at most ``batch_size`` examples."""
-    count = len(y)
-    for start in range(0, count, batch_size):
-        yield (
-            {k: v[start : start + batch_size] for k, v in x.items()},
-            y[start : start + batch_size],
-        )
-
-
-def _structure_of(model: Any, x: dict[str, np.ndarray]):
+def batches(model: Any, x: Any, y: Any = None, batch_size: int = 256):
+    """Yields ``({modality: array}, labels)`` batches of ``x`` (arrays with ``y``, or a data set)
+    whose inputs are checked against ``model``'s modalities."""
     structure = modality_structure(getattr(model, "model", model))
-    validate_inputs(x, structure, where="x")
-    return structure
+    if is_array_input(x):
+        validate_inputs(x, structure, where="x")
+    for batch_x, batch_y in iterate_batches(x, y, batch_size):
+        if not is_array_input(x):
+            validate_inputs(batch_x, structure, where="x")
+        yield batch_x, batch_y
+
+
+def _names(model: Any) -> tuple[str, ...]:
+    return modality_structure(getattr(model, "model", model)).names
 
 
 def coalition_accuracies(
-    model: Any, x: dict[str, np.ndarray], y: np.ndarray, masks: np.ndarray, batch_size: int = 256
+    model: Any, x: Any, y: Any, masks: np.ndarray, batch_size: int = 256
 ) -> np.ndarray:
     """Accuracy over the data set of each coalition (row of ``masks``, modalities sorted by name;
     absent modalities zeroed), in inference mode, one stacked forward per batch."""
-    names = _structure_of(model, x).names  # a trainer's own call runs (e.g. its fusion gains)
+    names = _names(model)  # a trainer's own call runs (e.g. its fusion gains)
     hits = np.zeros(len(masks))
-    for batch_x, batch_y in batches(x, np.asarray(y), batch_size):
+    count = 0
+    for batch_x, batch_y in batches(model, x, y, batch_size):
+        count += len(batch_y)
         outputs = unstack_coalitions(
             model(stack_coalitions(batch_x, names, masks), training=False), len(masks)
         )
@@ -49,24 +57,26 @@ def coalition_accuracies(
             ops.cast(predicted, "int32"), ops.expand_dims(ops.cast(labels, "int32"), 0)
         )
         hits += ops.convert_to_numpy(ops.sum(ops.cast(correct, "float32"), axis=1))
-    return hits / max(len(y), 1)
+    return hits / max(count, 1)
 
 
 def modality_accuracies(
-    model: Any, x: dict[str, np.ndarray], y: np.ndarray, batch_size: int = 256
+    model: Any, x: Any, y: Any = None, batch_size: int = 256
 ) -> dict[str, float]:
     """Accuracy of the full input and of each modality alone (all other modalities zeroed).
 
     Args:
         model: A keras-msam trainer or a Keras model with dict inputs.
-        x: ``{modality: array}`` for the whole evaluation set.
-        y: Labels (sparse or one-hot).
-        batch_size: Examples per forward (each forward stacks M + 1 coalitions).
+        x: ``{modality: array}`` for the whole evaluation set, or a data set of
+            ``(inputs, labels)`` batches (PyDataset, tf.data, torch DataLoader).
+        y: Labels (sparse or one-hot) of array inputs; None for a data set.
+        batch_size: Examples per forward for array inputs (each forward stacks M + 1
+            coalitions); a data set keeps its own batches.
 
     Returns:
         ``{"multimodal": acc, "<modality>": acc, ...}``.
     """
-    names = _structure_of(model, x).names
+    names = _names(model)
     masks = np.concatenate([np.ones((1, len(names)), bool), np.eye(len(names), dtype=bool)])
     accuracy = coalition_accuracies(model, x, y, masks, batch_size)
     result = {"multimodal": float(accuracy[0])}
@@ -76,8 +86,8 @@ def modality_accuracies(
 
 def coalition_cross_entropies(
     model: Any,
-    x: dict[str, np.ndarray],
-    y: np.ndarray,
+    x: Any,
+    y: Any,
     masks: np.ndarray,
     from_logits: bool = True,
     batch_size: int = 256,
@@ -88,9 +98,11 @@ def coalition_cross_entropies(
     Outputs are logits (softmax; sigmoid for one output) unless ``from_logits`` is False, when
     they are probabilities (clipped at 1e-7 before the log).
     """
-    names = _structure_of(model, x).names
+    names = _names(model)
     total = np.zeros(len(masks))
-    for batch_x, batch_y in batches(x, np.asarray(y), batch_size):
+    count = 0
+    for batch_x, batch_y in batches(model, x, y, batch_size):
+        count += len(batch_y)
         outputs = ops.cast(
             unstack_coalitions(
                 model(stack_coalitions(batch_x, names, masks), training=False), len(masks)
@@ -114,31 +126,30 @@ def coalition_cross_entropies(
                 log_prob = ops.log(ops.maximum(outputs, 1e-7))
             losses = -ops.sum(log_prob * ops.expand_dims(one_hot, 0), axis=-1)
         total += ops.convert_to_numpy(ops.sum(losses, axis=1))
-    return total / max(len(y), 1)
+    return total / max(count, 1)
 
 
 def modality_cross_entropies(
     model: Any,
-    x: dict[str, np.ndarray],
-    y: np.ndarray,
+    x: Any,
+    y: Any = None,
     from_logits: bool = True,
     batch_size: int = 256,
 ) -> dict[str, float]:
-    """Mean cross-entropy of each modality alone (all other modalities zeroed).
+    """Mean cross-entropy of each modality alone (all other modalities zeroed); ``x``/``y`` as
+    in `modality_accuracies`.
 
     Returns:
         ``{"<modality>": loss, ...}``.
     """
-    names = _structure_of(model, x).names
+    names = _names(model)
     losses = coalition_cross_entropies(
         model, x, y, np.eye(len(names), dtype=bool), from_logits, batch_size
     )
     return {name: float(losses[i]) for i, name in enumerate(names)}
 
 
-def evaluate_missing(
-    model: Any, x: dict[str, np.ndarray], y: np.ndarray, batch_size: int = 256
-) -> dict[str, Any]:
+def evaluate_missing(model: Any, x: Any, y: Any = None, batch_size: int = 256) -> dict[str, Any]:
     """Accuracy under every pattern of missing (zeroed) modalities, MWAM's robustness report.
 
     Every non-empty subset S of the modalities is evaluated with the modalities outside S set
@@ -149,16 +160,18 @@ def evaluate_missing(
 
     Args:
         model: A keras-msam trainer or a Keras model with dict inputs.
-        x: ``{modality: array}`` for the whole evaluation set (use validation or test data).
-        y: Labels (sparse or one-hot).
-        batch_size: Examples per forward (each forward stacks 2^M − 1 patterns).
+        x: ``{modality: array}`` for the whole evaluation set (use validation or test data), or
+            a data set of ``(inputs, labels)`` batches (PyDataset, tf.data, torch DataLoader).
+        y: Labels (sparse or one-hot) of array inputs; None for a data set.
+        batch_size: Examples per forward for array inputs (each forward stacks 2^M − 1
+            patterns); a data set keeps its own batches.
 
     Returns:
         ``{"accuracy": {"audio+visual": acc, "audio": acc, ...}, "missing": {pattern:
         [missing modalities]}, "full": acc, "average": mean, "collapse_rate": PCR}``; pattern
         names join the *present* modalities with ``+``.
     """
-    names = _structure_of(model, x).names
+    names = _names(model)
     count = len(names)
     masks = np.array(
         [[(code >> i) & 1 for i in range(count)] for code in range(1, 2**count)], dtype=bool

@@ -238,8 +238,8 @@ def from_logits_of_loss(loss: Any) -> bool | None:
 
 def shapley_values(
     model: keras.Model,
-    x: dict[str, Any],
-    y: Any,
+    x: Any,
+    y: Any = None,
     value: str = "accuracy",
     empty: str = "evaluate",
     threshold: int = DEFAULT_THRESHOLD,
@@ -247,14 +247,18 @@ def shapley_values(
     seed: int = 0,
     from_logits: bool | None = None,
 ) -> dict[str, float]:
-    """Shapley value of each modality of ``model`` on the batch ``(x, y)``.
+    """Shapley value of each modality of ``model`` on the batch ``(x, y)`` or a data set.
 
     All coalitions run as one forward pass in inference mode (stacked along the batch axis).
+    For a data set the values are computed per batch and averaged, weighted by batch size:
+    the coalition values are means over examples and Shapley values are linear in them, so
+    this equals the values over the whole set.
 
     Args:
         model: A Keras model (or keras-msam trainer) with dict inputs keyed by modality name.
-        x: The batch, ``{modality: array}``.
-        y: Its labels.
+        x: The batch, ``{modality: array}``, or a data set of ``(inputs, labels)`` batches
+            (``keras.utils.PyDataset``, ``tf.data.Dataset``, torch ``DataLoader``).
+        y: The batch's labels; None for a data set.
         value: Coalition value: ``"accuracy"``, ``"neg_loss"`` or ``"true_class_prob"``.
         empty: ``"evaluate"`` (run the all-zero coalition) or ``"zero"`` (u(∅) = 0).
         threshold: Exact for M ≤ threshold, permutation sampling above.
@@ -265,16 +269,32 @@ def shapley_values(
     Returns:
         ``{modality: φ_m}`` as Python floats.
     """
+    from keras_msam.data_sources import is_array_input, iterate_batches
     from keras_msam.modalities import modality_structure, validate_inputs
 
     inner = getattr(model, "model", model)
     structure = modality_structure(inner)
-    validate_inputs(x, structure, where="x")
     if from_logits is None:
         from_logits = from_logits_of_loss(getattr(model, "loss", None))
     plan = coalition_plan(len(structure.names), empty, threshold, num_samples, seed)
-    stacked = stack_coalitions(x, structure.names, plan.masks)
-    outputs = unstack_coalitions(inner(stacked, training=False), plan.num_coalitions)
-    phi = shapley_from_values(coalition_values(outputs, y, value, from_logits), plan)
-    phi = np.asarray(ops.convert_to_numpy(phi), dtype=np.float64)
+
+    def batch_phi(batch_x: dict[str, Any], batch_y: Any) -> np.ndarray:
+        validate_inputs(batch_x, structure, where="x")
+        stacked = stack_coalitions(batch_x, structure.names, plan.masks)
+        outputs = unstack_coalitions(inner(stacked, training=False), plan.num_coalitions)
+        phi = shapley_from_values(coalition_values(outputs, batch_y, value, from_logits), plan)
+        return np.asarray(ops.convert_to_numpy(phi), dtype=np.float64)
+
+    if is_array_input(x):
+        if y is None:
+            raise ValueError("shapley_values: arrays {modality: array} need their labels y.")
+        phi = batch_phi(x, y)
+    else:
+        total, count = np.zeros(len(structure.names)), 0
+        for batch_x, batch_y in iterate_batches(x, y):
+            total += batch_phi(batch_x, batch_y) * len(batch_y)
+            count += len(batch_y)
+        if count == 0:
+            raise ValueError("shapley_values: the data set yielded no examples.")
+        phi = total / count
     return {name: float(phi[i]) for i, name in enumerate(structure.names)}

@@ -83,3 +83,25 @@ def test_backend_flag_selects_the_backend_in_a_new_process(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"backend={backend}" in result.stdout
+
+
+def test_python_dash_m_runs_the_cli_and_the_version_lives_in_one_place():
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    import keras_msam
+
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_msam", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"keras-msam {keras_msam.__version__}"
+    assert importlib.metadata.version("keras-msam") == keras_msam.__version__
+    helped = subprocess.run(
+        [sys.executable, "-m", "keras_msam", "--help"], capture_output=True, text=True, timeout=300
+    )
+    assert helped.returncode == 0 and "compare" in helped.stdout

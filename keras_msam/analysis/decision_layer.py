@@ -24,7 +24,7 @@ import numpy as np
 from keras import ops
 
 from keras_msam.evaluation import batches
-from keras_msam.modalities import modality_structure, validate_inputs
+from keras_msam.modalities import modality_structure
 from keras_msam.shapley import class_indices
 
 
@@ -58,15 +58,16 @@ def head_blocks(model: Any, feature_dims: dict[str, int]) -> dict[str, np.ndarra
 
 
 def decision_layer_report(
-    model: Any, x: dict[str, np.ndarray], y: np.ndarray, batch_size: int = 256
+    model: Any, x: Any, y: Any = None, batch_size: int = 256
 ) -> dict[str, Any]:
     """Per-modality weight norms, logit contributions and unimodal accuracies of the head.
 
     Args:
         model: A keras-msam trainer or a zoo model with linear late fusion.
-        x: ``{modality: array}`` (validation or test data).
-        y: Labels (sparse or one-hot).
-        batch_size: Examples per forward.
+        x: ``{modality: array}`` (validation or test data), or a data set of
+            ``(inputs, labels)`` batches (PyDataset, tf.data, torch DataLoader).
+        y: Labels (sparse or one-hot) of array inputs; None for a data set.
+        batch_size: Examples per forward for array inputs.
 
     Returns:
         A dict with ``modalities`` and, each keyed by modality: ``weight_norm``,
@@ -75,32 +76,28 @@ def decision_layer_report(
         from ``y``).
     """
     inner = _linear_late_fusion_model(model)
-    structure = modality_structure(inner)
-    validate_inputs(x, structure, where="x")
-    names = structure.names
-    y = np.asarray(y)
+    names = modality_structure(inner).names
     bias = np.asarray(ops.convert_to_numpy(inner.head_bias()))
     num_classes = int(bias.shape[-1])
-    labels_all = np.asarray(ops.convert_to_numpy(class_indices(y, num_classes))).astype(int)
+    support = np.zeros(num_classes)
     abs_logit = dict.fromkeys(names, 0.0)
     true_logit = dict.fromkeys(names, 0.0)
     hits = {name: np.zeros(num_classes) for name in names}
     feature_dims: dict[str, int] = {}
-    offset = 0
-    for batch_x, _ in batches(x, y, batch_size):
+    for batch_x, batch_y in batches(inner, x, y, batch_size):
         features = inner.encode(batch_x, training=False)
         feature_dims = {name: int(features[name].shape[-1]) for name in names}
         contributions = inner.unimodal_logits(features)
-        labels = labels_all[offset : offset + len(batch_x[names[0]])]
-        offset += len(labels)
+        labels = np.asarray(ops.convert_to_numpy(class_indices(batch_y, num_classes)))
+        labels = labels.astype(int).reshape(-1)
+        support += np.bincount(labels, minlength=num_classes)
         for name in names:
             logits = np.asarray(ops.convert_to_numpy(contributions[name]), dtype=np.float64)
             abs_logit[name] += float(np.abs(logits).mean(axis=1).sum())
             true_logit[name] += float(logits[np.arange(len(labels)), labels].sum())
             predicted = np.argmax(logits + bias / len(names), axis=-1)
             np.add.at(hits[name], labels, predicted == labels)
-    count = max(len(labels_all), 1)
-    support = np.bincount(labels_all, minlength=num_classes).astype(float)
+    count = max(int(support.sum()), 1)
     blocks = head_blocks(inner, feature_dims)
     norms = {name: float(np.linalg.norm(blocks[name])) for name in names}
     mean_abs = {name: abs_logit[name] / count for name in names}

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 from keras import ops
 
+from keras_msam.data_sources import is_array_input
 from keras_msam.evaluation import batches as _batches
 from keras_msam.perturbation import sam_perturbation
 from keras_msam.shapley import class_indices
@@ -31,24 +31,27 @@ def _accuracy_hits(y_pred: Any, y: Any) -> float:
 
 def sharpness(
     model: Any,
-    x: dict[str, np.ndarray],
-    y: np.ndarray,
+    x: Any,
+    y: Any = None,
     rho: float = 0.05,
     loss: Any = None,
-    validation_data: tuple[dict[str, np.ndarray], np.ndarray] | None = None,
+    validation_data: Any = None,
     batch_size: int = 256,
 ) -> dict[str, float]:
     """Sharpness of ``model``'s loss at its current weights on ``(x, y)``.
 
     Args:
         model: A keras-msam trainer or a Keras model with dict inputs.
-        x: ``{modality: array}`` (usually the training set).
-        y: Labels.
+        x: ``{modality: array}`` (usually the training set), or a data set of
+            ``(inputs, labels)`` batches (PyDataset, tf.data, torch DataLoader), read in
+            inference mode, two passes.
+        y: Labels of array inputs; None for a data set.
         rho: Radius ρ > 0 of the perturbation.
         loss: Loss to measure; default the trainer's compiled loss, else sparse categorical
             cross-entropy on logits.
-        validation_data: Optional ``(x_val, y_val)`` for the train/validation gap.
-        batch_size: Examples per forward.
+        validation_data: Optional ``(x_val, y_val)`` or a data set, for the
+            train/validation gap.
+        batch_size: Examples per forward for array inputs.
 
     Returns:
         ``{"loss", "perturbed_loss", "sharpness", "accuracy"}`` and, with validation data,
@@ -69,12 +72,12 @@ def sharpness(
     trainable = [v.value for v in probe.trainable_variables]
     non_trainable = [v.value for v in probe.non_trainable_variables]
     value_and_grad = probe._value_and_grad(probe._loss_fn)
-    y = np.asarray(y)
 
     def mean_loss(weights, data_x, data_y, with_grad):
-        total, hits, grads = 0.0, 0.0, None
-        for batch_x, batch_y in _batches(data_x, data_y, batch_size):
-            share = len(batch_y) / len(data_y)
+        total, hits, grads, count = 0.0, 0.0, None, 0
+        for batch_x, batch_y in _batches(inner, data_x, data_y, batch_size):
+            share = len(batch_y)
+            count += share
             if with_grad:
                 (_, (value, y_pred, _)), batch_grads = value_and_grad(
                     weights, non_trainable, batch_x, batch_y, None, training=False
@@ -89,7 +92,10 @@ def sharpness(
                 )
             total += float(ops.convert_to_numpy(value)) * share
             hits += _accuracy_hits(y_pred, batch_y)
-        return total, hits / max(len(data_y), 1), grads
+        count = max(count, 1)
+        if grads is not None:
+            grads = [g / count for g in grads]
+        return total / count, hits / count, grads
 
     base, accuracy, grads = mean_loss(trainable, x, y, True)
     epsilon = sam_perturbation([ops.convert_to_tensor(g) for g in grads], rho, "l2")
@@ -102,8 +108,11 @@ def sharpness(
         "accuracy": accuracy,
     }
     if validation_data is not None:
-        val_x, val_y = validation_data
-        val_loss, val_accuracy, _ = mean_loss(trainable, val_x, np.asarray(val_y), False)
+        if isinstance(validation_data, (tuple, list)) and is_array_input(validation_data[0]):
+            val_x, val_y = validation_data
+        else:
+            val_x, val_y = validation_data, None
+        val_loss, val_accuracy, _ = mean_loss(trainable, val_x, val_y, False)
         result.update(
             validation_loss=val_loss,
             validation_accuracy=val_accuracy,

@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train and compare multimodal balancing methods (Joint, SAM, M-SAM) "
         "on TensorFlow, JAX or PyTorch.",
     )
+    from keras_msam import __version__
+
+    parser.add_argument("--version", action="version", version=f"keras-msam {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     compare = commands.add_parser(
         "compare", help="train several methods on the same data and print a table"
