@@ -65,7 +65,8 @@ def test_resume_reuses_finished_trials_and_redraws_an_interrupted_one(tmp_path):
     assert json.loads((trial / "params.json").read_text()) == drawn
     assert json.loads((trial / "trial.json").read_text())["params"] == drawn
     tuned = [line for line in lines if "tune msam" in line]
-    assert len(tuned) == 1 and "trial 2/2" in tuned[0]  # only the interrupted trial re-ran
+    assert len(tuned) == 2 and "trial 1/2" in tuned[0] and "resumed" in tuned[0]
+    assert "trial 2/2" in tuned[1] and "resumed" not in tuned[1]  # only the interrupted one ran
     after = (tmp_path / "tune" / "tuning" / "msam" / "trial0" / "trial.json").stat().st_mtime_ns
     assert after == untouched
     assert second.selected == first.selected

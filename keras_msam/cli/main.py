@@ -146,7 +146,26 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="do not write PNG plots",
     )
-    parser.add_argument("--quiet", action="store_true", help="no Keras progress bars")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument(
+        "--quiet", action="store_true", help="no progress lines and no Keras progress bars"
+    )
+    noise.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Keras progress bars for every epoch (compare and tune print one line per run "
+        "without it; train always shows them)",
+    )
+
+
+def _verbosity(args: argparse.Namespace) -> int | None:
+    """Keras progress bars: off with --quiet, on with --verbose; by default on for one run
+    (``train``, or the config file's value) and off for multi-run commands."""
+    if args.quiet:
+        return 0
+    if args.verbose:
+        return 1
+    return None if args.command == "train" else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,7 +362,8 @@ def _settings_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[
         "run_dir": args.run_dir,
         "tensorboard": args.tensorboard,
         "plots": args.plots,
-        "verbose": 0 if args.quiet else None,
+        "verbose": _verbosity(args),
+        "progress": False if args.quiet else None,
     }
     return file_values, overrides
 

@@ -116,6 +116,7 @@ class ExperimentConfig:
     tensorboard: bool = False
     plots: bool = True
     verbose: int = 1
+    progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (methods as their labels)."""

@@ -60,6 +60,7 @@ from keras_msam.experiments.checkpoints import (
 )
 from keras_msam.experiments.config import ConfigError, ExperimentConfig, MethodSpec
 from keras_msam.experiments.optimizers import make_optimizer  # noqa: F401  (re-exported)
+from keras_msam.experiments.progress import Progress
 from keras_msam.experiments.results import (  # noqa: F401  (re-exported)
     RUN_COLUMNS,
     SUMMARY_COLUMNS,
@@ -484,14 +485,24 @@ def run_experiment(
     enable_compilation_cache()  # JAX: each seed's identical step is compiled once
     splits = load_splits(config)
     runs: list[RunResult] = []
+    progress = Progress(len(config.methods) * len(config.seed_list()), log, config.progress)
     for spec in config.methods:
         for seed in config.seed_list():
-            log(f"\n== {spec.label}, seed {seed} ==")
+            if config.verbose:
+                log(f"\n== {spec.label}, seed {seed} ==")
             directory = os.path.join(run_dir, spec.slug, f"seed{seed}")
             extra = callbacks(spec, seed) if callbacks is not None else ()
+            progress.start()
+            resumed = read_run_json(os.path.join(directory, "metrics.json")) is not None
             runs.append(train_run(config, spec, seed, splits, directory, extra, log=log))
+            progress.finish(
+                f"{spec.label}, seed {seed}",
+                f"test accuracy {100 * runs[-1].accuracy:.1f} % (epoch {runs[-1].best_epoch})",
+                resumed=resumed,
+            )
             write_results(run_dir, config, runs)
     summary = write_results(run_dir, config, runs, final=True)
+    progress.summary()
     plots: list[str] = []
     if config.plots and _has_matplotlib():
         from keras_msam.experiments.plots import plot_experiment
@@ -552,4 +563,5 @@ def _claim_run_dir(run_dir: str, config: ExperimentConfig) -> None:
     write_json(path, record)
 
 
-_FREE_KEYS = ("verbose", "plots", "tensorboard", "run_dir", "backend")  # may change between resumes
+# may change between resumes
+_FREE_KEYS = ("verbose", "progress", "plots", "tensorboard", "run_dir", "backend")

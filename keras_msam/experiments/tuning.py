@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from keras_msam.experiments.config import ConfigError, ExperimentConfig, MethodSpec
+from keras_msam.experiments.progress import Progress
 
 SAMPLERS = ("qmc", "tpe", "random")
 DIVERGED = -1e9  # objective of a trial whose validation score is not finite
@@ -289,6 +290,7 @@ def tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
     ]
     all_trials: list[dict[str, Any]] = []
     selected: dict[str, dict[str, Any]] = {}
+    progress = Progress(len(experiment.methods) * config.trials, log, experiment.progress)
     for spec in experiment.methods:
         space = spaces[spec.label]
         study = optuna.create_study(direction="maximize")
@@ -297,6 +299,7 @@ def tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
             trial_dir = os.path.join(method_dir, f"trial{number}")
             done = _read_trial_file(os.path.join(trial_dir, "trial.json"), log)
             distributions = _distributions(space)
+            progress.start()
             if done is not None:
                 study.add_trial(
                     optuna.trial.create_trial(
@@ -306,6 +309,11 @@ def tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
                     )
                 )
                 all_trials.append(done)
+                progress.finish(
+                    f"tune {spec.label}, trial {number + 1}/{config.trials}",
+                    f"{experiment.select_metric} {done['value']:.4g}",
+                    resumed=True,
+                )
                 continue
             drawn = _read_trial_file(os.path.join(trial_dir, "params.json"), log)
             if drawn is None and config.sampler == "qmc":
@@ -317,7 +325,8 @@ def tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
             params = {name: _suggest(trial, name, value) for name, value in space.items()}
             os.makedirs(trial_dir, exist_ok=True)
             runner.write_json(os.path.join(trial_dir, "params.json"), params)
-            log(f"\n== tune {spec.label}: trial {number + 1}/{config.trials} {params} ==")
+            if experiment.verbose:
+                log(f"\n== tune {spec.label}: trial {number + 1}/{config.trials} {params} ==")
             trial_spec = MethodSpec(spec.name, tuple(spec.options) + tuple(params.items()))
             scores = []
             for seed in trial_seeds:
@@ -346,6 +355,11 @@ def tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
             }
             runner.write_json(os.path.join(trial_dir, "trial.json"), record)
             all_trials.append(record)
+            progress.finish(
+                f"tune {spec.label}, trial {number + 1}/{config.trials} {params}",
+                f"{experiment.select_metric} {value:.4g}",
+                resumed=False,
+            )
             _write_trials(run_dir, all_trials)
         best = max(
             (t for t in all_trials if t["method"] == spec.label), key=lambda t: t["objective"]
@@ -358,6 +372,7 @@ def tune(config: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
             "label": _final_spec(spec, best["params"]).label,
         }
     _write_trials(run_dir, all_trials)
+    progress.summary("trials")
     runner.write_json(os.path.join(run_dir, "tuning", "selected.json"), selected)
     final = _final_run(config, experiment, selected, log)
     return TuneResult(selected, all_trials, final, run_dir)
