@@ -408,8 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.seeds < 2 and len(config.methods) > 1:
         print(
             "\nOne seed: differences between methods here are not a verdict. Run --seeds 5 "
-            "for paired differences with 95% confidence intervals (see README, When does "
-            "M-SAM help?)."
+            "for paired differences with 95% confidence intervals (see the guide When does "
+            "M-SAM help?, docs/guides/when-msam-helps.md)."
         )
     print(f"\nRun directory: {result.run_dir}")
     for name in ("results.csv", "summary.csv", "results.json"):

@@ -107,7 +107,7 @@ class ExperimentConfig:
     lr_schedule: str = "constant"  # "step": x lr_gamma every lr_step_size epochs; "cosine": to 0
     lr_step_size: int = 70
     lr_gamma: float = 0.1
-    rho: float = 0.02  # chosen on validation across the imbalance suite (README)
+    rho: float = 0.02  # chosen on validation across the suite (docs/guides/when-msam-helps.md)
     num_train: int | None = None
     select_metric: str = "val_accuracy"
     reference: str | None = None

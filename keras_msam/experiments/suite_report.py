@@ -1,4 +1,4 @@
-"""The compact verdict table of the imbalance suite (the README's "When does M-SAM help?").
+"""The compact verdict table of the imbalance suite (docs/guides/when-msam-helps.md).
 
 One row per regime × fusion: the dominant modality under Joint, Joint's accuracy, and paired
 differences (points, 95 % CI, 5 seeds) of SAM − Joint, M-SAM − Joint, M-SAM − SAM and M-SAM −

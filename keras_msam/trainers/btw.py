@@ -249,7 +249,9 @@ class BTW(BalancingTrainer):
         invert: Larger divergence ⇒ smaller weight. False (default) is the reference direction.
         normalize: Divide each example's weights by their mean over modalities (default), so
             features keep their scale on average; inference uses w = 1.
-        sigma_p, sigma_q: Standard deviations of the regression KL (reference 0.1 and ≈ 1).
+        sigma_p: Standard deviation of the unimodal predictive Gaussian in the regression KL
+            (reference 0.1).
+        sigma_q: Standard deviation of the multimodal one (reference ≈ 1).
         unimodal: ``"auto"`` (the head split for linear late fusion, else zero-padded outputs),
             ``"split"`` or ``"zero_padded"``.
         seed: ``random_state`` of the kNN MI estimator (regression).

@@ -49,7 +49,7 @@ class MSAM(MultimodalTrainer):
         model: A Keras model with dict inputs keyed by modality name (two or more modalities).
         rho: Neighbourhood radius ρ ≥ 0 (ρ = 0 gives exactly the base optimizer's step). The
             default 0.02 is what tuning on validation chose (0.011 late, 0.023 early fusion on
-            AV-Digits; README, When does M-SAM help?), not the SAM paper's 0.05.
+            AV-Digits; docs/guides/when-msam-helps.md), not the SAM paper's 0.05.
         norm: ``"l2"`` or ``"linf"``.
         perturb: ``"all"`` (paper) or ``"dominant"`` (extension: the dominant modality's encoder
             and the shared weights only).
@@ -66,7 +66,7 @@ class MSAM(MultimodalTrainer):
             step that measured g_v, so g_v keeps its measured size relative to the gradient
             (with α = 1 the cheap step approximates the full one). ``"looksam"``: LookSAM's
             r = ‖g_v‖, the reused direction always has norm α‖g0‖ — far more than SAM adds at
-            small ρ (on AV-Digits, ρ = 0.05, it stopped training: see the README).
+            small ρ (on AV-Digits, ρ = 0.05, it stopped training: docs/guides/results.md).
         looksam_alpha: α of the cheap steps (default 1.0 with ``"measured"``, LookSAM's 0.7
             with ``"looksam"``).
         **kwargs: See `MultimodalTrainer` (``nonfinite``, ``shapley_value``, ``empty_coalition``,

@@ -44,9 +44,13 @@ class MWAM(BalancingTrainer):
         model: A Keras model with dict inputs keyed by modality name.
         intervention: ``"gradient"`` (encoder gradient editing), ``"loss"`` (weighted auxiliary
             unimodal losses) or ``"hybrid"`` (both).
-        alpha, beta, lam, gamma: The weight function's (α, β, λ, γ); paper (1.5, 1, 6, 0.7).
+        alpha: α of the weight function K = α − β·sigmoid(λ(T − γ)) (paper 1.5).
+        beta: β of the weight function (paper 1).
+        lam: λ of the weight function (paper 6).
+        gamma: γ of the weight function (paper 0.7).
         momentum: ω of the FRM bank (paper 0.5).
-        block_size, keep: DCT block p and corner q (paper 8 and 2).
+        block_size: DCT block p (paper 8).
+        keep: Low/high-frequency corner q (paper 2).
         sigma: σ of the FRM and of T (paper code 1e-6).
         frm_reduction: ``"mean"`` (extension, default) or ``"sum"`` (paper).
         unimodal: Auxiliary predictions: ``"auto"``, ``"split"`` or ``"zero_padded"``.

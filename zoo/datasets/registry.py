@@ -8,6 +8,7 @@ import difflib
 import fnmatch
 import os
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +79,7 @@ def load(
     use_multiprocessing: bool = False,
     on_error: str = "raise",
     as_numpy: bool = False,
-    **options,
+    **options: Any,
 ) -> MultimodalDataset | tuple[dict[str, np.ndarray], np.ndarray]:
     """Loads one split of a registered data set, ready for `model.fit`.
 
