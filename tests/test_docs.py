@@ -2,11 +2,14 @@
 of ``docs/index.md`` and ``docs/guides/*.md`` is executed, page by page in one namespace (with
 ``keras``, ``keras_msam``, ``zoo`` and ``numpy as np`` imported), in a temporary directory. A
 block preceded by ``<!-- docs-test: backends=jax -->`` runs on the listed backends only (the
-distributed example uses JAX's ``keras.distribution``). ``mkdocs build --strict`` runs in CI
+distributed example uses JAX's ``keras.distribution``); one preceded by
+``<!-- docs-test: requires=keras_hub -->`` needs that module (CI installs it). ``mkdocs build
+--strict`` runs in CI
 (``.ci/run``). Runs on the backend of KERAS_BACKEND."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import textwrap
@@ -19,13 +22,15 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 PAGES = [DOCS / "index.md", *sorted((DOCS / "guides").glob("*.md"))]
 BLOCK = re.compile(
     r"(?:<!-- docs-test: backends=(?P<backends>[a-z,]+) -->\s*\n)?"
+    r"(?:<!-- docs-test: requires=(?P<requires>[a-z_,]+) -->\s*\n)?"
     r"(?P<indent>[ \t]*)```python\n(?P<code>.*?)\n(?P=indent)```",
     re.S,
 )
 
 
 def python_blocks(page: Path) -> list[tuple[str, tuple[str, ...] | None]]:
-    """(code, backends or None) of every ```python block of ``page``, in order."""
+    """(code, backends or None) of every ```python block of ``page``, in order; a block whose
+    ``requires=`` module is not installed is left out (keras-hub is an optional extra)."""
     blocks = []
     for match in BLOCK.finditer(page.read_text()):
         code = textwrap.dedent(
@@ -35,7 +40,9 @@ def python_blocks(page: Path) -> list[tuple[str, tuple[str, ...] | None]]:
             )
         )
         backends = tuple(match["backends"].split(",")) if match["backends"] else None
-        blocks.append((code, backends))
+        required = match["requires"].split(",") if match["requires"] else []
+        if all(importlib.util.find_spec(module) for module in required):
+            blocks.append((code, backends))
     return blocks
 
 

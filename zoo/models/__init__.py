@@ -8,6 +8,7 @@ built from per-modality encoders (`zoo.models.encoders`) and a fusion head
 from zoo.models import affect, av_cnn, av_resnet, avmnist  # noqa: F401  (register on import)
 from zoo.models.base import MultimodalClassifier
 from zoo.models.fusions import LATE_FUSIONS
+from zoo.models.hub import hub_encoder, with_hub_encoders
 from zoo.models.registry import create, defaults, describe, list, register
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "create",
     "defaults",
     "describe",
+    "hub_encoder",
     "list",
     "register",
+    "with_hub_encoders",
 ]
