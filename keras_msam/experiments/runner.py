@@ -493,7 +493,7 @@ def run_experiment(
             directory = os.path.join(run_dir, spec.slug, f"seed{seed}")
             extra = callbacks(spec, seed) if callbacks is not None else ()
             progress.start()
-            resumed = read_run_json(os.path.join(directory, "metrics.json")) is not None
+            resumed = _finished(directory)
             runs.append(train_run(config, spec, seed, splits, directory, extra, log=log))
             progress.finish(
                 f"{spec.label}, seed {seed}",
@@ -514,6 +514,14 @@ def run_experiment(
             "(pip install 'keras-msam[experiments]'; --no-plots silences this)."
         )
     return ExperimentResult(config, runs, summary, run_dir, plots)
+
+
+def _finished(directory: str) -> bool:
+    """Whether the run in ``directory`` holds readable final metrics (it will be read back)."""
+    try:
+        return read_run_json(os.path.join(directory, "metrics.json")) is not None
+    except CorruptRunFile:  # train_run names it and recomputes the run
+        return False
 
 
 def _has_matplotlib() -> bool:
