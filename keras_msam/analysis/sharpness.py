@@ -76,13 +76,13 @@ def sharpness(
     def mean_loss(weights, data_x, data_y, with_grad):
         total, hits, grads, count = 0.0, 0.0, None, 0
         for batch_x, batch_y in _batches(inner, data_x, data_y, batch_size):
-            share = len(batch_y)
-            count += share
+            size = len(batch_y)
+            count += size
             if with_grad:
                 (_, (value, y_pred, _)), batch_grads = value_and_grad(
                     weights, non_trainable, batch_x, batch_y, None, training=False
                 )
-                batch_grads = [ops.convert_to_numpy(g) * share for g in batch_grads]
+                batch_grads = [ops.convert_to_numpy(g) * size for g in batch_grads]
                 grads = (
                     batch_grads if grads is None else [a + b for a, b in zip(grads, batch_grads)]
                 )
@@ -90,7 +90,7 @@ def sharpness(
                 _, (value, y_pred, _) = probe._loss_fn(
                     weights, non_trainable, batch_x, batch_y, None, training=False
                 )
-            total += float(ops.convert_to_numpy(value)) * share
+            total += float(ops.convert_to_numpy(value)) * size
             hits += _accuracy_hits(y_pred, batch_y)
         count = max(count, 1)
         if grads is not None:

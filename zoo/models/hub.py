@@ -108,11 +108,9 @@ class TextBackboneFeatures(keras.layers.Layer):
         return ops.sum(sequence * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
-        return (
-            (input_shape[0], int(self.backbone.output["sequence_output"].shape[-1]))
-            if (isinstance(self.backbone.output, dict))
-            else (input_shape[0], int(self.backbone.output.shape[-1]))
-        )
+        output = self.backbone.output
+        sequence = output["sequence_output"] if isinstance(output, dict) else output
+        return (input_shape[0], int(sequence.shape[-1]))
 
     def get_config(self) -> dict[str, Any]:
         return {
