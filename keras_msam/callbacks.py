@@ -21,6 +21,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_msam.absence import map_leaves
 from keras_msam.evaluation import modality_accuracies
 
 
@@ -54,7 +55,7 @@ class ModalityAccuracy(keras.callbacks.Callback):
                 f"ModalityAccuracy needs x as a non-empty {{modality: array}} dict, got "
                 f"{type(x).__name__}."
             )
-        self._x = {name: np.asarray(array) for name, array in x.items()}
+        self._x = map_leaves(np.asarray, x)
         self._y = np.asarray(y)
         self.prefix = prefix
         self.batch_size = int(batch_size)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from keras_msam.absence import leaf_paths, leaves, map_leaves
+
 
 def is_array_input(x: Any) -> bool:
     """Whether ``x`` is ``{modality: array}`` (to be sliced) rather than a data source."""
@@ -31,6 +33,12 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def concatenate_batches(batches: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """One ``{modality: array}`` (nested for a modality of several inputs) from a list of
+    batches, concatenated along the example axis."""
+    return map_leaves(lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *batches)
+
+
 def _array_batches(
     x: dict[str, Any], y: Any, batch_size: int, where: str
 ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
@@ -41,14 +49,14 @@ def _array_batches(
         )
     labels = to_numpy(y)
     count = len(labels)
-    for name, array in x.items():
+    for path, array in zip(leaf_paths(x), leaves(x)):
         if len(array) != count:
             raise ValueError(
-                f"{where}: modality {name!r} has {len(array)} examples but y has {count}."
+                f"{where}: modality {'/'.join(path)!r} has {len(array)} examples but y has {count}."
             )
     for start in range(0, count, batch_size):
         yield (
-            {k: to_numpy(v[start : start + batch_size]) for k, v in x.items()},
+            map_leaves(lambda v, s=start: to_numpy(v[s : s + batch_size]), x),
             labels[start : start + batch_size],
         )
 
@@ -110,4 +118,4 @@ def iterate_batches(
                 f"{where}: batch {number} has inputs of type {type(inputs).__name__}; expected "
                 "a dict {modality: array}."
             )
-        yield {k: to_numpy(v) for k, v in inputs.items()}, to_numpy(labels)
+        yield map_leaves(to_numpy, dict(inputs)), to_numpy(labels)

@@ -14,14 +14,20 @@ import numpy as np
 from keras import ops
 
 from keras_msam.data_sources import is_array_input, iterate_batches
-from keras_msam.modalities import modality_structure, validate_inputs
+from keras_msam.modalities import ModalityStructure, structure_of, validate_inputs
 from keras_msam.shapley import class_indices, stack_coalitions, unstack_coalitions
 
 
-def batches(model: Any, x: Any, y: Any = None, batch_size: int = 256):
+def batches(
+    model: Any,
+    x: Any,
+    y: Any = None,
+    batch_size: int = 256,
+    structure: ModalityStructure | None = None,
+):
     """Yields ``({modality: array}, labels)`` batches of ``x`` (arrays with ``y``, or a data set)
     whose inputs are checked against ``model``'s modalities."""
-    structure = modality_structure(getattr(model, "model", model))
+    structure = structure or structure_of(model)
     if is_array_input(x):
         validate_inputs(x, structure, where="x")
     for batch_x, batch_y in iterate_batches(x, y, batch_size):
@@ -30,23 +36,24 @@ def batches(model: Any, x: Any, y: Any = None, batch_size: int = 256):
         yield batch_x, batch_y
 
 
-def _names(model: Any) -> tuple[str, ...]:
-    return modality_structure(getattr(model, "model", model)).names
-
-
 def coalition_accuracies(
-    model: Any, x: Any, y: Any, masks: np.ndarray, batch_size: int = 256
+    model: Any,
+    x: Any,
+    y: Any,
+    masks: np.ndarray,
+    batch_size: int = 256,
+    absence: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Accuracy over the data set of each coalition (row of ``masks``, modalities sorted by name;
-    absent modalities zeroed), in inference mode, one stacked forward per batch."""
-    names = _names(model)  # a trainer's own call runs (e.g. its fusion gains)
+    absent modalities at their absence values, `keras_msam.absence`), in inference mode, one
+    stacked forward per batch."""
+    structure = structure_of(model, absence)  # a trainer's own call runs (e.g. its gains)
     hits = np.zeros(len(masks))
     count = 0
-    for batch_x, batch_y in batches(model, x, y, batch_size):
+    for batch_x, batch_y in batches(model, x, y, batch_size, structure):
         count += len(batch_y)
-        outputs = unstack_coalitions(
-            model(stack_coalitions(batch_x, names, masks), training=False), len(masks)
-        )
+        stacked = stack_coalitions(batch_x, structure.names, masks, structure.absence)
+        outputs = unstack_coalitions(model(stacked, training=False), len(masks))
         num_classes = int(outputs.shape[-1])
         if num_classes == 1:
             predicted = ops.cast(outputs[..., 0] > 0, "int32")
@@ -61,7 +68,11 @@ def coalition_accuracies(
 
 
 def modality_accuracies(
-    model: Any, x: Any, y: Any = None, batch_size: int = 256
+    model: Any,
+    x: Any,
+    y: Any = None,
+    batch_size: int = 256,
+    absence: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Accuracy of the full input and of each modality alone (all other modalities zeroed).
 
@@ -72,13 +83,14 @@ def modality_accuracies(
         y: Labels (sparse or one-hot) of array inputs; None for a data set.
         batch_size: Examples per forward for array inputs (each forward stacks M + 1
             coalitions); a data set keeps its own batches.
+        absence: Absence rules of the zeroed modalities for this call (`keras_msam.absence`).
 
     Returns:
         ``{"multimodal": acc, "<modality>": acc, ...}``.
     """
-    names = _names(model)
+    names = structure_of(model).names
     masks = np.concatenate([np.ones((1, len(names)), bool), np.eye(len(names), dtype=bool)])
-    accuracy = coalition_accuracies(model, x, y, masks, batch_size)
+    accuracy = coalition_accuracies(model, x, y, masks, batch_size, absence)
     result = {"multimodal": float(accuracy[0])}
     result.update({name: float(accuracy[i + 1]) for i, name in enumerate(names)})
     return result
@@ -91,6 +103,7 @@ def coalition_cross_entropies(
     masks: np.ndarray,
     from_logits: bool = True,
     batch_size: int = 256,
+    absence: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Mean cross-entropy −log p(y) over the data set of each coalition (row of ``masks``,
     modalities sorted by name; absent modalities zeroed), in inference mode.
@@ -98,16 +111,14 @@ def coalition_cross_entropies(
     Outputs are logits (softmax; sigmoid for one output) unless ``from_logits`` is False, when
     they are probabilities (clipped at 1e-7 before the log).
     """
-    names = _names(model)
+    structure = structure_of(model, absence)
     total = np.zeros(len(masks))
     count = 0
-    for batch_x, batch_y in batches(model, x, y, batch_size):
+    for batch_x, batch_y in batches(model, x, y, batch_size, structure):
         count += len(batch_y)
+        stacked = stack_coalitions(batch_x, structure.names, masks, structure.absence)
         outputs = ops.cast(
-            unstack_coalitions(
-                model(stack_coalitions(batch_x, names, masks), training=False), len(masks)
-            ),
-            "float32",
+            unstack_coalitions(model(stacked, training=False), len(masks)), "float32"
         )
         num_classes = int(outputs.shape[-1])
         if num_classes == 1:
@@ -135,21 +146,28 @@ def modality_cross_entropies(
     y: Any = None,
     from_logits: bool = True,
     batch_size: int = 256,
+    absence: dict[str, Any] | None = None,
 ) -> dict[str, float]:
-    """Mean cross-entropy of each modality alone (all other modalities zeroed); ``x``/``y`` as
-    in `modality_accuracies`.
+    """Mean cross-entropy of each modality alone (all other modalities zeroed); ``x``/``y`` and
+    ``absence`` as in `modality_accuracies`.
 
     Returns:
         ``{"<modality>": loss, ...}``.
     """
-    names = _names(model)
+    names = structure_of(model).names
     losses = coalition_cross_entropies(
-        model, x, y, np.eye(len(names), dtype=bool), from_logits, batch_size
+        model, x, y, np.eye(len(names), dtype=bool), from_logits, batch_size, absence
     )
     return {name: float(losses[i]) for i, name in enumerate(names)}
 
 
-def evaluate_missing(model: Any, x: Any, y: Any = None, batch_size: int = 256) -> dict[str, Any]:
+def evaluate_missing(
+    model: Any,
+    x: Any,
+    y: Any = None,
+    batch_size: int = 256,
+    absence: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Accuracy under every pattern of missing (zeroed) modalities, MWAM's robustness report.
 
     Every non-empty subset S of the modalities is evaluated with the modalities outside S set
@@ -165,19 +183,21 @@ def evaluate_missing(model: Any, x: Any, y: Any = None, batch_size: int = 256) -
         y: Labels (sparse or one-hot) of array inputs; None for a data set.
         batch_size: Examples per forward for array inputs (each forward stacks 2^M − 1
             patterns); a data set keeps its own batches.
+        absence: Absence rules of the missing modalities (`keras_msam.absence`): zeros by
+            default, per input for a modality of several inputs.
 
     Returns:
         ``{"accuracy": {"audio+visual": acc, "audio": acc, ...}, "missing": {pattern:
         [missing modalities]}, "full": acc, "average": mean, "collapse_rate": PCR}``; pattern
         names join the *present* modalities with ``+``.
     """
-    names = _names(model)
+    names = structure_of(model).names
     count = len(names)
     masks = np.array(
         [[(code >> i) & 1 for i in range(count)] for code in range(1, 2**count)], dtype=bool
     )
     masks = masks[np.argsort(-masks.sum(axis=1), kind="stable")]  # full input first
-    accuracy = coalition_accuracies(model, x, y, masks, batch_size)
+    accuracy = coalition_accuracies(model, x, y, masks, batch_size, absence)
     patterns = ["+".join(n for n, keep in zip(names, mask) if keep) for mask in masks]
     full = float(accuracy[0])
     drops = [(full - float(a)) / full if full > 0 else 0.0 for a in accuracy[1:]]

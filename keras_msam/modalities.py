@@ -1,7 +1,9 @@
 """Modality introspection: names, input specs and the split of a model's variables by modality.
 
-A multimodal model here is any `keras.Model` whose inputs are a dict keyed by modality name.
-Structure is read from, in order:
+A multimodal model here is any `keras.Model` whose inputs are a dict keyed by modality name; a
+modality is one tensor or a dict of tensors (``text: {"token_ids", "padding_mask"}``: the inputs
+are then a nested dict, and an absent modality takes each input's absence value, see
+`keras_msam.absence`). Structure is read from, in order:
 
 1. the zoo protocol, when the model has it: ``model.modality_names`` (sorted tuple),
    ``model.modality_variables()`` → ``{modality: [trainable variables of its encoder]}`` and
@@ -19,6 +21,8 @@ from typing import Any
 
 import keras
 
+from keras_msam.absence import leaf_paths, leaves, map_leaves, resolve_rules
+
 
 @dataclass(frozen=True)
 class ModalityStructure:
@@ -26,16 +30,20 @@ class ModalityStructure:
 
     Attributes:
         names: Modality names, sorted (dicts are flattened in sorted key order by Keras).
-        input_shapes: Per modality, the declared per-example shape (without the batch axis), or
-            ``None`` where the model does not declare one.
+        input_shapes: Per modality, the declared per-example shape (without the batch axis), a
+            dict of them for a modality of several inputs, or ``None`` where the model does not
+            declare one.
         variable_groups: Per modality, the trainable variables that only that modality reaches.
         shared_variables: Trainable variables reached by two or more modalities (fusion, head).
+        absence: Per modality, the absence rule of each input (`keras_msam.absence`): one rule
+            for a one-tensor modality, a dict of rules shaped like its inputs otherwise.
     """
 
     names: tuple[str, ...]
-    input_shapes: dict[str, tuple[int | None, ...] | None] = field(default_factory=dict)
+    input_shapes: dict[str, Any] = field(default_factory=dict)
     variable_groups: dict[str, list[Any]] = field(default_factory=dict)
     shared_variables: list[Any] = field(default_factory=list)
+    absence: dict[str, Any] = field(default_factory=dict)
 
     def group_index(self, variable: Any) -> int:
         """Index of the modality owning ``variable`` in ``names``, or -1 for shared variables."""
@@ -65,14 +73,19 @@ def _declared_inputs(model: keras.Model) -> dict[str, Any] | None:
 
 
 def modality_structure(
-    model: keras.Model, modalities: list[str] | tuple[str, ...] | None = None
+    model: keras.Model,
+    modalities: list[str] | tuple[str, ...] | None = None,
+    absence: dict[str, Any] | None = None,
 ) -> ModalityStructure:
-    """Reads the modality names, input shapes and variable split of ``model``.
+    """Reads the modality names, input shapes, variable split and absence rules of ``model``.
 
     Args:
         model: A Keras model with dict inputs keyed by modality name.
         modalities: Modality names, required only for subclassed models that neither declare
             functional inputs nor implement ``modality_names``.
+        absence: Absence rules overriding the defaults and the model's own
+            ``modality_absence`` (if it has one): ``{modality: rule}`` or
+            ``{modality: {input: rule}}``; see `keras_msam.absence`.
 
     Returns:
         A `ModalityStructure`.
@@ -103,16 +116,18 @@ def modality_structure(
     if len(set(names)) != len(names) or not names:
         raise ValueError(f"Modality names must be distinct and non-empty, got {list(names)}.")
 
-    input_shapes: dict[str, tuple[int | None, ...] | None] = {name: None for name in names}
+    input_shapes: dict[str, Any] = {name: None for name in names}
     protocol_shapes = getattr(model, "modality_shapes", None)
     if protocol_shapes:
         for name in names:
             if protocol_shapes.get(name) is not None:
-                input_shapes[name] = tuple(protocol_shapes[name])
+                input_shapes[name] = map_leaves(tuple, protocol_shapes[name])
     elif declared is not None:
         for name in names:
             if name in declared:
-                input_shapes[name] = tuple(declared[name].shape[1:])
+                input_shapes[name] = map_leaves(lambda t: tuple(t.shape[1:]), declared[name])
+    rules = dict(getattr(model, "modality_absence", None) or {})
+    rules.update(absence or {})
 
     if hasattr(model, "modality_variables") and hasattr(model, "shared_variables"):
         groups = {name: list(variables) for name, variables in model.modality_variables().items()}
@@ -121,14 +136,30 @@ def modality_structure(
         groups, shared = _split_functional_variables(model, declared, names)
     else:
         groups, shared = {name: [] for name in names}, list(model.trainable_variables)
-    return ModalityStructure(names, input_shapes, groups, shared)
+    return ModalityStructure(
+        names, input_shapes, groups, shared, resolve_rules(names, input_shapes, rules)
+    )
+
+
+def structure_of(model: Any, absence: dict[str, Any] | None = None) -> ModalityStructure:
+    """The modality structure of a keras-msam trainer (its own, with its ``absence`` rules) or
+    of a Keras model; ``absence`` overrides rules for this call."""
+    own = getattr(model, "_structure", None)
+    if isinstance(own, ModalityStructure):
+        if not absence:
+            return own
+        rules = {**dict(getattr(model, "absence", None) or {}), **absence}
+        return modality_structure(model.model, getattr(model, "modalities", None), rules)
+    return modality_structure(getattr(model, "model", model), absence=absence)
 
 
 def _split_functional_variables(
     model: keras.Model, declared: dict[str, Any], names: tuple[str, ...]
 ) -> tuple[dict[str, list[Any]], list[Any]]:
     """Assigns each layer's trainable variables to the single input that reaches it, if any."""
-    sources: dict[int, set[str]] = {id(tensor): {name} for name, tensor in declared.items()}
+    sources: dict[int, set[str]] = {
+        id(tensor): {name} for name, inputs in declared.items() for tensor in leaves(inputs)
+    }
     reached_by: dict[int, set[str]] = {}
     layers_by_id: dict[int, Any] = {}
     for depth in sorted(model._nodes_by_depth, reverse=True):
@@ -165,37 +196,74 @@ def _split_functional_variables(
 def validate_inputs(x: Any, structure: ModalityStructure, where: str = "inputs") -> None:
     """Raises a ValueError naming the problem when ``x`` is not a valid multimodal batch.
 
-    Checks that ``x`` is a dict, that its keys are exactly the modality names, and that each
-    array's rank and static dimensions match the model's declared input shape.
+    Checks that ``x`` is a dict, that its keys are exactly the modality names (and, for a
+    modality of several inputs, that its value is a dict with exactly those inputs), and that
+    each array's rank and static dimensions match the model's declared input shape.
     """
     if not isinstance(x, dict):
         raise ValueError(
             f"Expected {where} to be a dict keyed by modality name {list(structure.names)}, "
             f"got {type(x).__name__}. Batches must be `({{modality: array}}, labels)`."
         )
-    keys = set(x)
-    missing = sorted(set(structure.names) - keys)
-    extra = sorted(keys - set(structure.names))
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing modality key(s) {missing}")
-        if extra:
-            parts.append(f"unexpected key(s) {extra}")
-        raise ValueError(
-            f"{where.capitalize()} do not match the model's modalities: {' and '.join(parts)}; "
-            f"expected exactly {list(structure.names)}."
-        )
+    _check_keys(
+        set(x),
+        set(structure.names),
+        f"{where.capitalize()} do not match the model's modalities",
+        "modality key(s)",
+    )
     for name in structure.names:
         expected = structure.input_shapes.get(name)
         if expected is None:
             continue
-        shape = tuple(getattr(x[name], "shape", ()))
-        got = shape[1:]
-        if len(got) != len(expected) or any(
-            e is not None and g is not None and int(g) != int(e) for g, e in zip(got, expected)
-        ):
-            raise ValueError(
-                f"Modality {name!r} has shape {shape}; expected (batch, "
-                f"{', '.join('None' if d is None else str(d) for d in expected)})."
+        if isinstance(expected, dict):
+            if not isinstance(x[name], dict):
+                raise ValueError(
+                    f"Modality {name!r} is made of the inputs "
+                    f"{['/'.join(p) for p in leaf_paths(expected)]}: expected a dict for it, got "
+                    f"{type(x[name]).__name__}."
+                )
+            got_paths = set(leaf_paths(x[name]))
+            want_paths = set(leaf_paths(expected))
+            _check_keys(
+                {"/".join(p) for p in got_paths},
+                {"/".join(p) for p in want_paths},
+                f"Modality {name!r} does not match the model's inputs",
+                "input(s)",
             )
+            for path in sorted(want_paths):
+                value, shape = x[name], expected
+                for key in path:
+                    value, shape = value[key], shape[key]
+                _check_shape(f"{name}/{'/'.join(path)}", value, shape)
+        else:
+            if isinstance(x[name], dict):
+                raise ValueError(
+                    f"Modality {name!r} is one tensor of shape (batch, "
+                    f"{', '.join('None' if d is None else str(d) for d in expected)}); got a dict "
+                    f"with keys {sorted(x[name])}."
+                )
+            _check_shape(name, x[name], expected)
+
+
+def _check_keys(keys: set[str], names: set[str], message: str, what: str) -> None:
+    missing = sorted(names - keys)
+    extra = sorted(keys - names)
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {what} {missing}")
+        if extra:
+            parts.append(f"unexpected key(s) {extra}")
+        raise ValueError(f"{message}: {' and '.join(parts)}; expected exactly {sorted(names)}.")
+
+
+def _check_shape(label: str, value: Any, expected: tuple[int | None, ...]) -> None:
+    shape = tuple(getattr(value, "shape", ()))
+    got = shape[1:]
+    if len(got) != len(expected) or any(
+        e is not None and g is not None and int(g) != int(e) for g, e in zip(got, expected)
+    ):
+        raise ValueError(
+            f"Modality {label!r} has shape {shape}; expected (batch, "
+            f"{', '.join('None' if d is None else str(d) for d in expected)})."
+        )

@@ -1,6 +1,7 @@
 """Shapley values of modalities, on any backend, from one batched forward over coalitions.
 
-A coalition S is the batch with every modality not in S replaced by zeros (same keys, same
+A coalition S is the batch with every modality not in S replaced by its absence value (zeros by
+default; per input for a modality of several inputs, see `keras_msam.absence`; same keys, same
 shapes). Its value u(S) is a batch statistic of the model's predictions (accuracy by default).
 Every Shapley estimate used here, exact or permutation-sampled, is a fixed linear map of the
 coalition values, ``φ = W · u``, so a plan (which coalitions to evaluate, and ``W``) is built once
@@ -21,6 +22,8 @@ from typing import Any
 import keras
 import numpy as np
 from keras import ops
+
+from keras_msam.absence import absent_leaf, map_leaves, rules_like
 
 VALUE_FUNCTIONS = ("accuracy", "neg_loss", "true_class_prob")
 EMPTY_CONVENTIONS = ("evaluate", "zero")
@@ -124,20 +127,31 @@ def coalition_plan(
 
 
 def stack_coalitions(
-    x: dict[str, Any], names: tuple[str, ...], masks: np.ndarray
+    x: dict[str, Any],
+    names: tuple[str, ...],
+    masks: np.ndarray,
+    absence: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Stacks one masked copy of the batch per coalition along the batch axis.
 
-    Returns a dict with the same keys; each array has shape (K·B, ...), coalition-major, and
-    holds zeros wherever the modality is absent from the coalition.
+    Returns a dict with the same (nested) keys; each array has shape (K·B, ...),
+    coalition-major, and holds the input's absence value wherever its modality is absent from
+    the coalition (``absence``: per-modality rules, `keras_msam.absence`; defaults when None:
+    zeros, and a first-position-kept mask for inputs named ``*mask``).
     """
+    absence = absence or {}
     stacked = {}
     for index, name in enumerate(names):
-        values = ops.convert_to_tensor(x[name])
-        keep_shape = (masks.shape[0],) + (1,) * len(values.shape)
-        keep = ops.convert_to_tensor(masks[:, index].reshape(keep_shape))
-        tiled = ops.where(keep, ops.expand_dims(values, 0), ops.zeros((), values.dtype))
-        stacked[name] = ops.reshape(tiled, (-1,) + tuple(values.shape[1:]))
+        present = masks[:, index]
+
+        def stack(value: Any, rule: Any, present: np.ndarray = present) -> Any:
+            value = ops.convert_to_tensor(value)
+            keep = ops.convert_to_tensor(present.reshape((len(present),) + (1,) * len(value.shape)))
+            absent = ops.expand_dims(absent_leaf(value, rule), 0)
+            tiled = ops.where(keep, ops.expand_dims(value, 0), absent)
+            return ops.reshape(tiled, (-1,) + tuple(value.shape[1:]))
+
+        stacked[name] = map_leaves(stack, x[name], rules_like(x[name], absence.get(name)))
     return stacked
 
 
@@ -246,6 +260,7 @@ def shapley_values(
     num_samples: int = DEFAULT_NUM_SAMPLES,
     seed: int = 0,
     from_logits: bool | None = None,
+    absence: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Shapley value of each modality of ``model`` on the batch ``(x, y)`` or a data set.
 
@@ -265,22 +280,24 @@ def shapley_values(
         num_samples: Sampled permutations above the threshold.
         seed: Seed of the permutation sampler.
         from_logits: Whether the model outputs logits; read from its compiled loss when None.
+        absence: Absence rules for this call (`keras_msam.absence`), over a trainer's own
+            ``absence`` and the defaults.
 
     Returns:
         ``{modality: φ_m}`` as Python floats.
     """
     from keras_msam.data_sources import is_array_input, iterate_batches
-    from keras_msam.modalities import modality_structure, validate_inputs
+    from keras_msam.modalities import structure_of, validate_inputs
 
     inner = getattr(model, "model", model)
-    structure = modality_structure(inner)
+    structure = structure_of(model, absence)
     if from_logits is None:
         from_logits = from_logits_of_loss(getattr(model, "loss", None))
     plan = coalition_plan(len(structure.names), empty, threshold, num_samples, seed)
 
     def batch_phi(batch_x: dict[str, Any], batch_y: Any) -> np.ndarray:
         validate_inputs(batch_x, structure, where="x")
-        stacked = stack_coalitions(batch_x, structure.names, plan.masks)
+        stacked = stack_coalitions(batch_x, structure.names, plan.masks, structure.absence)
         outputs = unstack_coalitions(inner(stacked, training=False), plan.num_coalitions)
         phi = shapley_from_values(coalition_values(outputs, batch_y, value, from_logits), plan)
         return np.asarray(ops.convert_to_numpy(phi), dtype=np.float64)

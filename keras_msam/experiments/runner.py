@@ -46,6 +46,7 @@ import numpy as np
 
 import keras_msam
 import zoo
+from keras_msam.absence import map_leaves
 from keras_msam.backend.jax_cache import enable_compilation_cache
 from keras_msam.callbacks import ModalityAccuracy, StepTimer
 from keras_msam.experiments.checkpoints import (
@@ -202,7 +203,7 @@ class Splits:
     validation_arrays: tuple[dict[str, np.ndarray], np.ndarray]
     test_arrays: tuple[dict[str, np.ndarray], np.ndarray]
     num_classes: int
-    input_shapes: dict[str, tuple[int, ...]]
+    input_shapes: dict[str, Any]  # {modality: shape}, or {input: shape} for several inputs
     _train_arrays: tuple[dict[str, np.ndarray], np.ndarray] | None = None
 
     def train_arrays(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -220,9 +221,9 @@ def load_splits(config: ExperimentConfig) -> Splits:
         )
     options = dict(config.data_options)
     if config.num_train is not None:
-        if config.data != "imbalanced_av":
+        if config.data not in ("imbalanced_av", "imbalanced_avt"):
             raise ConfigError(
-                f"num_train applies to the embedded data set only, not {config.data!r}."
+                f"num_train applies to the embedded data sets only, not {config.data!r}."
             )
         options["num_train"] = config.num_train
 
@@ -268,7 +269,7 @@ def build_model(config: ExperimentConfig, splits: Splits) -> keras.Model:
     parameters = zoo.models.defaults(config.model)
     overrides: dict[str, Any] = {"num_classes": splits.num_classes}
     for modality, shape in splits.input_shapes.items():
-        if f"{modality}_shape" in parameters:
+        if f"{modality}_shape" in parameters and not isinstance(shape, dict):
             overrides[f"{modality}_shape"] = tuple(shape)
     overrides.update(config.model_options)
     model = zoo.models.create(config.model, **overrides)
@@ -444,8 +445,8 @@ def _require_tensorboard() -> None:
         )
 
 
-def _head(x: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
-    return {name: array[:count] for name, array in x.items()}
+def _head(x: dict[str, Any], count: int) -> dict[str, Any]:
+    return {name: map_leaves(lambda array: array[:count], value) for name, value in x.items()}
 
 
 def _save_model(model: keras.Model, path: str) -> None:

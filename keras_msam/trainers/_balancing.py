@@ -209,7 +209,9 @@ class BalancingTrainer(MultimodalTrainer):
     def _zero_padded_outputs(self, trainable: list[Any], non_trainable: list[Any], x: Any) -> Any:
         """Outputs (M, B, C) with one modality present and the others zeroed, inference mode."""
         count = len(self.structure.names)
-        stacked = stack_coalitions(x, self.structure.names, np.eye(count, dtype=bool))
+        stacked = stack_coalitions(
+            x, self.structure.names, np.eye(count, dtype=bool), self.structure.absence
+        )
         outputs, _ = self.stateless_call(trainable, non_trainable, stacked, training=False)
         return ops.cast(unstack_coalitions(outputs, count), "float32")
 

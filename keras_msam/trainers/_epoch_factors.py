@@ -16,6 +16,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_msam.data_sources import concatenate_batches
 from keras_msam.trainers._balancing import (
     BalancingTrainer,
     check_window,
@@ -157,15 +158,14 @@ class EpochFactorTrainer(BalancingTrainer):
         else:
             vx, vy, vw = data, None, None
         adapter = get_data_adapter(vx, vy, vw, batch_size=batch_size or 256, shuffle=False)
-        xs: dict[str, list[Any]] = {}
+        xs: list[dict[str, Any]] = []
         ys: list[Any] = []
         for batch in adapter.get_numpy_iterator():
             bx, by, _ = data_adapter_utils.unpack_x_y_sample_weight(batch)
             if by is None:
                 raise ValueError(f"{self.method}: the validation data must give labels (x, y).")
-            for name, value in bx.items():
-                xs.setdefault(name, []).append(np.asarray(value))
+            xs.append(bx)
             ys.append(np.asarray(by))
         if not ys:
             raise ValueError(f"{self.method}: the validation data gave no batch.")
-        return {k: np.concatenate(v) for k, v in xs.items()}, np.concatenate(ys)
+        return concatenate_batches(xs), np.concatenate(ys)

@@ -150,7 +150,7 @@ class AGM(BalancingTrainer):
             raise ValueError("internal: the full coalition must be the plan's last one.")
         running = self._read(non_trainable, self._running_scores)
         active = self._in_window(non_trainable, self.modulation_epochs)
-        partial_inputs = stack_coalitions(x, names, masks[:-1])
+        partial_inputs = stack_coalitions(x, names, masks[:-1], self.structure.absence)
 
         def loss_fn(weights):
             full, new_nt, losses = self.stateless_call(

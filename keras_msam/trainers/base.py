@@ -19,6 +19,13 @@ import numpy as np
 from keras import ops
 from keras.src.losses.loss import unscale_loss_for_distribution
 
+from keras_msam.absence import (
+    absent_example,
+    deserialize_rules,
+    leaves,
+    map_leaves,
+    serialize_rules,
+)
 from keras_msam.backend import BackendTrainer
 from keras_msam.modalities import ModalityStructure, modality_structure, validate_inputs
 from keras_msam.shapley import (
@@ -197,6 +204,12 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
             the loss scaler's routine overflow signal: the optimizer always receives them (it
             skips the step and lowers its scale), the trainer keeps the non-trainable state
             and counts the step, and ``"raise"`` acts as ``"skip"``.
+        absence: What an absent modality's inputs hold in a coalition (`keras_msam.absence`):
+            ``{modality: rule}`` or, for a modality of several inputs (a dict such as
+            ``{"token_ids", "padding_mask"}``), ``{modality: {input: rule}}``; a rule is a fill
+            number, ``"zeros"``, ``"keep_first"`` (a padding mask keeping its first position)
+            or a callable. Defaults: zeros, and ``"keep_first"`` for inputs named ``*mask``.
+            The evaluation helpers given this trainer use the same rules.
         **kwargs: Passed to `keras.Model` (``name``...).
     """
 
@@ -221,6 +234,7 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         coalitions: str = "auto",
         coalition_chunk: int | None = None,
         nonfinite: str = "skip",
+        absence: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(model, keras.Model):
@@ -262,7 +276,13 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         self._feature_coalitions = coalitions == "features" or (
             coalitions == "auto" and has_encoders
         )
-        structure = modality_structure(model, modalities)
+        if absence is not None and not isinstance(absence, dict):
+            raise ValueError(
+                f"absence must be a dict {{modality: rule}} or {{modality: {{input: rule}}}}, "
+                f"got {type(absence).__name__}."
+            )
+        self.absence = deserialize_rules(absence) if absence is not None else None
+        structure = modality_structure(model, modalities, self.absence)
         if self.requires_multiple_modalities and len(structure.names) < 2:
             raise ValueError(
                 f"{type(self).__name__} balances modalities and needs a model with two or more; "
@@ -332,6 +352,8 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
             "coalition_chunk": self.coalition_chunk,
             "nonfinite": self.nonfinite,
         }
+        if self.absence is not None:
+            config["absence"] = serialize_rules(self.absence)
         return config
 
     def get_compile_config(self) -> dict[str, Any]:
@@ -513,12 +535,18 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
             if any(shapes.get(name) is None for name in self._structure.names):
                 return None
             try:
-                spec = self.model.compute_output_spec(
-                    {
-                        name: keras.KerasTensor((None, *shapes[name]), dtype=self.compute_dtype)
-                        for name in self._structure.names
-                    }
-                )
+                dtypes = getattr(self.model, "modality_dtypes", None) or {}
+
+                def symbolic(shape: tuple, dtype: Any = None) -> Any:
+                    return keras.KerasTensor((None, *shape), dtype=dtype or self.compute_dtype)
+
+                inputs = {
+                    name: map_leaves(symbolic, shapes[name])
+                    if dtypes.get(name) is None
+                    else map_leaves(symbolic, shapes[name], dtypes[name])
+                    for name in self._structure.names
+                }
+                spec = self.model.compute_output_spec(inputs)
             except Exception:  # noqa: BLE001  (no symbolic trace: leave the labels unchecked)
                 return None
         width = getattr(spec, "shape", (None,))[-1] if spec is not None else None
@@ -622,19 +650,22 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         middle = masks[(1 if has_empty else 0) : (len(masks) - 1 if reuse_full else len(masks))]
         chunk = self._coalitions_per_forward(x, len(middle))
         chunks = [middle[i : i + chunk] for i in range(0, len(middle), chunk)] or [middle[:0]]
-        batch = ops.shape(x[names[0]])[0]
+        absence = self._structure.absence
+        batch = ops.shape(leaves(x)[0])[0]
         parts = []
         for index, masks_of_chunk in enumerate(chunks):
-            inputs = stack_coalitions(x, names, masks_of_chunk) if len(masks_of_chunk) else None
+            inputs = (
+                stack_coalitions(x, names, masks_of_chunk, absence) if len(masks_of_chunk) else None
+            )
             last = index == len(chunks) - 1
             if has_empty and last:  # the empty coalition rides on the last forward, one example
-                zeros = {name: ops.zeros_like(x[name][:1]) for name in names}
+                empty_inputs = absent_example(x, names, absence)
                 inputs = (
-                    zeros
+                    empty_inputs
                     if inputs is None
-                    else {
-                        name: ops.concatenate([inputs[name], zeros[name]], axis=0) for name in names
-                    }
+                    else map_leaves(
+                        lambda a, b: ops.concatenate([a, b], axis=0), inputs, empty_inputs
+                    )
                 )
             with self._no_gradient():
                 outputs, _ = self.stateless_call(trainable, non_trainable, inputs, training=False)
@@ -668,12 +699,12 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         if self.coalition_chunk is not None:
             return min(self.coalition_chunk, count)
         per_copy = 0
-        for name in self._structure.names:
-            shape = tuple(x[name].shape)
+        for value in leaves({name: x[name] for name in self._structure.names}):
+            shape = tuple(value.shape)
             batch = shape[0] if shape[0] is not None else 256
             size = int(np.prod([d for d in shape[1:] if d is not None], dtype=np.int64))
             per_copy += (
-                batch * size * np.dtype(keras.backend.standardize_dtype(x[name].dtype)).itemsize
+                batch * size * np.dtype(keras.backend.standardize_dtype(value.dtype)).itemsize
             )
         return int(max(1, min(count, COALITION_MEMORY_BUDGET // max(per_copy, 1))))
 
@@ -687,7 +718,7 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         with self._no_gradient(), keras.StatelessScope(state_mapping=mapping):
             features = self.model.encode(x, training=False)
             absent = self.model.encode(
-                {name: ops.zeros_like(x[name][:1]) for name in names}, training=False
+                absent_example(x, names, self._structure.absence), training=False
             )
             stacked = {}
             for index, name in enumerate(names):

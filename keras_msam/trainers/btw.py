@@ -70,6 +70,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_msam.absence import map_leaves
 from keras_msam.shapley import stack_coalitions, unstack_coalitions
 from keras_msam.trainers import _checks
 from keras_msam.trainers._balancing import (
@@ -354,7 +355,10 @@ class BTW(BalancingTrainer):
             masks = np.concatenate([np.eye(count, dtype=bool), np.ones((1, count), bool)])
             with self._no_gradient():
                 outputs, _ = self.stateless_call(
-                    trainable, non_trainable, stack_coalitions(x, names, masks), training=False
+                    trainable,
+                    non_trainable,
+                    stack_coalitions(x, names, masks, self.structure.absence),
+                    training=False,
                 )
             outputs = ops.cast(unstack_coalitions(outputs, count + 1), "float32")
             unimodal, multimodal = outputs[:count], outputs[count]
@@ -497,7 +501,9 @@ class BTW(BalancingTrainer):
             if steps is not None and index >= steps:
                 break
             bx, _, _ = data_adapter_utils.unpack_x_y_sample_weight(batch)
-            bx = {name: ops.convert_to_tensor(bx[name]) for name in self.structure.names}
+            bx = {
+                name: map_leaves(ops.convert_to_tensor, bx[name]) for name in self.structure.names
+            }
             u, m = self._inference_predictions(trainable, non_trainable, bx)
             unimodal.append(np.asarray(ops.convert_to_numpy(u)))
             multimodal.append(np.asarray(ops.convert_to_numpy(m)))

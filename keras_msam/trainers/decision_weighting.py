@@ -52,6 +52,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_msam.absence import absent_example
 from keras_msam.modalities import validate_inputs
 from keras_msam.shapley import class_indices
 from keras_msam.trainers import _checks
@@ -260,8 +261,8 @@ class DecisionWeighting(BalancingTrainer):
         mapping = self._state_mapping(trainable, non_trainable)
         with self._no_gradient(), keras.StatelessScope(state_mapping=mapping):
             present = self.model.unimodal_logits(self.model.encode(x, training=False))
-            zeros = {name: ops.zeros_like(x[name][:1]) for name in names}
-            absent = self.model.unimodal_logits(self.model.encode(zeros, training=False))
+            empty = absent_example(x, names, self.structure.absence)
+            absent = self.model.unimodal_logits(self.model.encode(empty, training=False))
             bias = ops.convert_to_tensor(self.model.head_bias())
             gains = ops.convert_to_tensor(self._gains.value)
         dtype = present[names[0]].dtype

@@ -201,7 +201,9 @@ class MSAM(MultimodalTrainer):
         self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any
     ) -> tuple[Any, ShapleyResult]:
         """L_d: cross-entropy of the dominant modality's Shapley logits (an extension)."""
-        stacked = stack_coalitions(x, self.structure.names, self._plan.masks)
+        stacked = stack_coalitions(
+            x, self.structure.names, self._plan.masks, self.structure.absence
+        )
         outputs, _ = self.stateless_call(trainable, non_trainable, stacked, training=False)
         outputs = ops.cast(unstack_coalitions(outputs, self._plan.num_coalitions), "float32")
         shapley = self._shapley_from_outputs(ops.stop_gradient(outputs), y)

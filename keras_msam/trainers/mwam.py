@@ -17,7 +17,8 @@ non-trainable variables of the trainer. At inference MWAM is detached (the plain
 
 Extensions (labelled): ``frm_reduction="mean"`` (default; ``"sum"`` is the paper) makes FRMs of
 inputs of different sizes comparable; 1-D/sequence inputs use the 1-D block DCT (see
-`keras_msam.analysis.frequency_ratio`).
+`keras_msam.analysis.frequency_ratio`); a modality of several inputs (``{"token_ids",
+"padding_mask"}``) takes the mean FRM of its inputs other than masks.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_msam.absence import leaf_paths, leaves
 from keras_msam.analysis.frequency import REDUCTIONS, frequency_ratio, frm_weights
 from keras_msam.shapley import class_indices
 from keras_msam.trainers import _checks
@@ -146,23 +148,22 @@ class MWAM(BalancingTrainer):
             total = total + weights[index] * ops.mean(ce)
         return total
 
+    def _modality_frm(self, value: Any) -> Any:
+        """FRM of one modality's raw input; for a modality of several inputs, the mean FRM of
+        its inputs other than masks (e.g. a text's token ids, read as a 1-D signal)."""
+        if isinstance(value, dict):
+            paths, signals = leaf_paths(value), leaves(value)
+            kept = [v for p, v in zip(paths, signals) if not str(p[-1]).lower().endswith("mask")]
+            return ops.mean(ops.stack([self._modality_frm(v) for v in kept or signals]))
+        signal = ops.cast(ops.stop_gradient(ops.convert_to_tensor(value)), "float32")
+        return frequency_ratio(signal, self.block_size, self.keep, self.sigma, self.frm_reduction)
+
     def compute_update(
         self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any, sample_weight: Any
     ) -> StepResult:
         names = self.structure.names
         with self._no_gradient():
-            frm = ops.stack(
-                [
-                    frequency_ratio(
-                        ops.stop_gradient(ops.convert_to_tensor(x[name])),
-                        self.block_size,
-                        self.keep,
-                        self.sigma,
-                        self.frm_reduction,
-                    )
-                    for name in names
-                ]
-            )
+            frm = ops.stack([self._modality_frm(x[name]) for name in names])
             bank = self._read(non_trainable, self._bank)
             steps = self._read(non_trainable, self._steps)
             smoothed = ops.where(steps > 0, self.momentum * bank + (1.0 - self.momentum) * frm, frm)

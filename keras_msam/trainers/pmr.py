@@ -45,6 +45,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_msam.data_sources import concatenate_batches
 from keras_msam.shapley import class_indices
 from keras_msam.trainers import _checks
 from keras_msam.trainers import _unimodal_heads as heads
@@ -185,20 +186,19 @@ class PMR(BalancingTrainer):
         adapter = get_data_adapter(x, y, batch_size=batch_size or 32, shuffle=True)
         total = adapter.num_batches
         wanted = 1 if total is None else max(1, math.floor(total * self.prototype_fraction))
-        xs: dict[str, list[np.ndarray]] = {}
+        xs: list[dict[str, Any]] = []
         ys: list[np.ndarray] = []
         for batch in adapter.get_numpy_iterator():
             bx, by, _ = data_adapter_utils.unpack_x_y_sample_weight(batch)
             if by is None:
                 raise _fail("the training data must give labels (x, y) for the prototypes.")
-            for name, value in bx.items():
-                xs.setdefault(name, []).append(np.asarray(value))
+            xs.append(bx)
             ys.append(np.asarray(by))
             if len(ys) >= wanted:
                 break
         if not ys:
             raise _fail("the training data gave no batch to compute the prototypes from.")
-        return {k: np.concatenate(v) for k, v in xs.items()}, np.concatenate(ys)
+        return concatenate_batches(xs), np.concatenate(ys)
 
     def update_prototypes(self, x: dict[str, np.ndarray], y: np.ndarray) -> None:
         """One official prototype computation from ``(x, y)`` (inference-mode features)."""

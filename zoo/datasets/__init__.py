@@ -7,7 +7,8 @@
     print(zoo.datasets.check("cremad", "data/CREMA-D").format())
 
 Every loader returns a `keras.utils.PyDataset` whose batches are ``({modality: float32 array},
-labels)`` with fixed keys and shapes, which `fit` takes on TensorFlow, JAX and PyTorch, or with
+labels)`` with fixed keys and shapes (``imbalanced_avt``'s text is a modality of two inputs,
+``{"token_ids", "padding_mask"}``), which `fit` takes on TensorFlow, JAX and PyTorch, or with
 ``as_numpy=True`` the whole split as arrays. `describe(name)` gives the exact on-disk format a
 loader reads, its preprocessing and its output shapes. Nothing is downloaded.
 """
@@ -20,6 +21,7 @@ from zoo.datasets import (
     cremad,
     fsdd,
     imbalanced_av,
+    imbalanced_avt,
     kinetics_sounds,
 )
 from zoo.datasets.errors import CheckReport, DataFormatError, MissingDependencyError, Problem
@@ -27,6 +29,7 @@ from zoo.datasets.pipeline import ArrayDataset, FileDataset, MultimodalDataset
 from zoo.datasets.registry import check, describe, list, load, register
 
 register("imbalanced_av", imbalanced_av.load, None, needs_root=False)
+register("imbalanced_avt", imbalanced_avt.load, None, needs_root=False)
 register("avmnist", avmnist.load, avmnist.check)
 register("cremad", cremad.load, cremad.check)
 register("kinetics_sounds", kinetics_sounds.load, kinetics_sounds.check)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -32,6 +33,19 @@ from zoo.datasets.errors import DataFormatError
 ON_ERROR_CHOICES = ("raise", "skip")
 
 
+def _per_input(fn: Callable, value: Any) -> Any:
+    """``fn`` on each array of a modality: one array, or a dict of them (several inputs)."""
+    if isinstance(value, dict):
+        return {key: _per_input(fn, item) for key, item in value.items()}
+    return fn(value)
+
+
+def _arrays(value: Any) -> list[np.ndarray]:
+    if isinstance(value, dict):
+        return [array for key in sorted(value) for array in _arrays(value[key])]
+    return [value]
+
+
 class MultimodalDataset(keras.utils.PyDataset):
     """Base class: a seeded, batched sequence of ``({modality: array}, labels)`` tuples.
 
@@ -39,7 +53,8 @@ class MultimodalDataset(keras.utils.PyDataset):
         name: Registered data set name.
         split: "train", "validation" or "test".
         modalities: The keys of every input dict, sorted.
-        input_shapes: ``{modality: per-example shape}``.
+        input_shapes: ``{modality: per-example shape}``; for a modality of several inputs
+            (e.g. text as ``{"token_ids", "padding_mask"}``) a dict ``{input: shape}``.
         num_classes: Number of classes (None for regression labels).
         class_names: Class names, index = label, when the format has them.
         num_examples: Examples in this split (before any skipped file).
@@ -81,7 +96,7 @@ class MultimodalDataset(keras.utils.PyDataset):
         self.name = name
         self.split = split
         self.modalities = tuple(selected)
-        self.input_shapes = {m: tuple(input_shapes[m]) for m in self.modalities}
+        self.input_shapes = {m: _per_input(tuple, input_shapes[m]) for m in self.modalities}
         self.labels = np.asarray(labels)
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else None
@@ -147,7 +162,9 @@ class ArrayDataset(MultimodalDataset):
     """Batches of in-memory (or memory-mapped) arrays.
 
     Args:
-        inputs: ``{modality: array}`` with a leading example axis (float32 after ``transform``).
+        inputs: ``{modality: array}`` with a leading example axis (float32 after ``transform``);
+            a modality of several inputs is a dict of arrays (``{"token_ids": int array,
+            "padding_mask": bool array}``), each keeping its dtype (floats become float32).
         labels: Labels, one per example.
         transforms: Optional ``{modality: fn}`` applied to each gathered batch (e.g. /255).
         **kwargs: See `MultimodalDataset`.
@@ -160,30 +177,43 @@ class ArrayDataset(MultimodalDataset):
         transforms: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
         **kwargs,
     ):
-        lengths = {m: len(a) for m, a in inputs.items()}
-        if any(n != len(labels) for n in lengths.values()):
+        lengths = {m: _per_input(len, a) for m, a in inputs.items()}
+        if any(len(x) != len(labels) for a in inputs.values() for x in _arrays(a)):
             raise ValueError(f"Inputs {lengths} and labels ({len(labels)}) differ in length.")
         self._transforms = dict(transforms or {})
-        shapes = {m: tuple(a.shape[1:]) for m, a in inputs.items()}
+        shapes = {m: _per_input(lambda x: tuple(x.shape[1:]), a) for m, a in inputs.items()}
         shapes = {m: self._transformed_shape(m, a, shapes[m]) for m, a in inputs.items()}
         super().__init__(labels=labels, input_shapes=shapes, **kwargs)
         self.inputs = {m: inputs[m] for m in self.modalities}
 
-    def _transformed_shape(self, modality: str, array: np.ndarray, shape: tuple[int, ...]):
-        if modality not in self._transforms or len(array) == 0:
+    def _transformed_shape(self, modality: str, array: Any, shape: Any):
+        if modality not in self._transforms or isinstance(array, dict) or len(array) == 0:
             return shape
         return tuple(self._transforms[modality](np.asarray(array[:1])).shape[1:])
 
     def _batch(self, indices: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
         batch = {}
         for modality, array in self.inputs.items():
-            values = np.asarray(array[np.sort(indices)] if _is_memmap(array) else array[indices])
-            if _is_memmap(array):  # memmaps are gathered in sorted order, then put back in order
-                values = values[np.argsort(np.argsort(indices))]
+            if isinstance(array, dict):  # several inputs: each gathered, its dtype kept
+                batch[modality] = _per_input(lambda a: _keep_dtype(_gather(a, indices)), array)
+                continue
+            values = _gather(array, indices)
             if modality in self._transforms:
                 values = self._transforms[modality](values)
             batch[modality] = np.ascontiguousarray(values, dtype=np.float32)
         return batch, self.labels[indices]
+
+
+def _gather(array: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """``array[indices]``; a memmap is read in sorted order, then put back in order."""
+    if not _is_memmap(array):
+        return np.asarray(array[indices])
+    return np.asarray(array[np.sort(indices)])[np.argsort(np.argsort(indices))]
+
+
+def _keep_dtype(values: np.ndarray) -> np.ndarray:
+    dtype = np.float32 if np.issubdtype(values.dtype, np.floating) else values.dtype
+    return np.ascontiguousarray(values, dtype=dtype)
 
 
 def _is_memmap(array: np.ndarray) -> bool:

@@ -4,7 +4,9 @@ Each modality has its own encoder: Conv2D(16, 3, stride 2, relu) → Conv2D(32, 
 → GlobalAveragePooling2D → Dense(64, relu). Late fusion concatenates the two embeddings and
 applies one linear head; early fusion joins shallow per-modality stems' pooled features before
 a shared MLP trunk. The ``*_av3_cnn`` variants take a third input, "visual2" (AV-Digits'
-``third_modality="visual2"``), with its own encoder of the same kind.
+``third_modality="visual2"``), with its own encoder of the same kind. `late_fusion_avt_cnn` adds
+a text modality of two inputs (token ids and a padding mask, ``imbalanced_avt``'s text) with a
+small masked Transformer encoder.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import keras
 from keras import layers
 
 from zoo.models.base import MultimodalClassifier
-from zoo.models.encoders import conv_encoder, mlp
+from zoo.models.encoders import conv_encoder, masked_token_transformer_encoder, mlp
 from zoo.models.fusions import ConcatFusion, EarlyFusion
 from zoo.models.registry import register
 
@@ -111,3 +113,31 @@ def early_fusion_av3_cnn(
     features joined before a shared MLP trunk. For AV-Digits' ``third_modality``."""
     shapes = {"audio": audio_shape, "visual": visual_shape, "visual2": visual2_shape}
     return _early_fusion(shapes, num_classes, width, pool, "early_fusion_av3_cnn")
+
+
+@register
+def late_fusion_avt_cnn(
+    num_classes: int = 10,
+    audio_shape: Sequence[int] = (40, 40, 1),
+    visual_shape: Sequence[int] = (28, 28, 1),
+    text_length: int = 16,
+    vocab_size: int = 64,
+    width: int = 64,
+    text_dim: int = 32,
+    text_layers: int = 1,
+    text_heads: int = 4,
+) -> MultimodalClassifier:
+    """Late fusion of audio, visual and text, text being two inputs (``{"token_ids",
+    "padding_mask"}``): the CNN encoders of `late_fusion_av_cnn`, a masked Transformer for text
+    (`masked_token_transformer_encoder`), concatenated embeddings, one linear head. For
+    ``imbalanced_avt``."""
+    encoders = {
+        "audio": conv_encoder("audio", audio_shape, width),
+        "visual": conv_encoder("visual", visual_shape, width),
+        "text": masked_token_transformer_encoder(
+            "text", text_length, vocab_size, text_dim, text_layers, text_heads, 2 * text_dim
+        ),
+    }
+    return MultimodalClassifier(
+        encoders, ConcatFusion(num_classes, name="fusion"), name="late_fusion_avt_cnn"
+    )

@@ -26,8 +26,18 @@ import keras
 from zoo.models.fusions import Fusion
 
 
-def _shape_text(shape: tuple[int | None, ...]) -> str:
+def _shape_text(shape: Any) -> str:
+    if isinstance(shape, dict):
+        return "{" + ", ".join(f"{k!r}: {_shape_text(v)}" for k, v in shape.items()) + "}"
     return "(" + ", ".join("batch" if d is None else str(d) for d in (None, *shape)) + ")"
+
+
+def _encoder_inputs(encoder: keras.Model, read: Any) -> Any:
+    """``read(input tensor)`` for the encoder's one input, or per input of a dict input."""
+    declared = encoder.input
+    if isinstance(declared, dict):
+        return {key: read(tensor) for key, tensor in declared.items()}
+    return read(encoder.inputs[0])
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -51,8 +61,13 @@ class MultimodalClassifier(keras.Model):
             raise ValueError(f"fusion must be a zoo Fusion layer, got {fusion!r}.")
         self._modality_names = tuple(sorted(encoders))
         for name in self._modality_names:
-            if len(encoders[name].inputs) != 1:
-                raise ValueError(f"The encoder of {name!r} must take exactly one input.")
+            encoder = encoders[name]
+            if len(encoder.inputs) != 1 and not isinstance(encoder.input, dict):
+                raise ValueError(
+                    f"The encoder of {name!r} must take exactly one input, or a dict of inputs "
+                    f"(a modality of several inputs); it takes {len(encoder.inputs)} as a "
+                    f"{type(encoder.input).__name__}."
+                )
         # A list (in sorted modality order) keeps weight paths stable when saving.
         self.encoder_list = [encoders[name] for name in self._modality_names]
         self.fusion = fusion
@@ -81,18 +96,20 @@ class MultimodalClassifier(keras.Model):
         return dict(zip(self._modality_names, self.encoder_list, strict=True))
 
     @property
-    def modality_shapes(self) -> dict[str, tuple[int | None, ...]]:
-        """{modality: expected input shape without the batch axis}."""
+    def modality_shapes(self) -> dict[str, Any]:
+        """{modality: expected input shape without the batch axis}; for a modality of several
+        inputs, {input: shape}."""
         return {
-            name: tuple(encoder.inputs[0].shape[1:])
+            name: _encoder_inputs(encoder, lambda tensor: tuple(tensor.shape[1:]))
             for name, encoder in zip(self._modality_names, self.encoder_list, strict=True)
         }
 
     @property
-    def modality_dtypes(self) -> dict[str, str]:
-        """{modality: expected input dtype} ("float32", or "int32" for token ids)."""
+    def modality_dtypes(self) -> dict[str, Any]:
+        """{modality: expected input dtype} ("float32", or "int32" for token ids); for a
+        modality of several inputs, {input: dtype}."""
         return {
-            name: encoder.inputs[0].dtype
+            name: _encoder_inputs(encoder, lambda tensor: tensor.dtype)
             for name, encoder in zip(self._modality_names, self.encoder_list, strict=True)
         }
 
@@ -138,17 +155,36 @@ class MultimodalClassifier(keras.Model):
                 f"{list(self._modality_names)}."
             )
         for name in self._modality_names:
-            shape = tuple(inputs[name].shape)[1:]
             want = expected[name]
-            if len(shape) != len(want) or any(
-                w is not None and s is not None and int(s) != int(w)
-                for s, w in zip(shape, want, strict=True)
-            ):
-                got = tuple(None if s is None else int(s) for s in shape)
-                raise ValueError(
-                    f"Model {self.name!r}: input {name!r} has shape {_shape_text(got)}, "
-                    f"expected {_shape_text(want)}."
-                )
+            if isinstance(want, dict):
+                value = inputs[name]
+                if not isinstance(value, dict) or set(value) != set(want):
+                    got = sorted(value) if isinstance(value, dict) else type(value).__name__
+                    raise ValueError(
+                        f"Model {self.name!r}: input {name!r} is made of the inputs "
+                        f"{_shape_text(want)}; got {got}."
+                    )
+                for key in want:
+                    self._check_shape(f"{name}/{key}", value[key], want[key])
+            else:
+                if isinstance(inputs[name], dict):
+                    raise ValueError(
+                        f"Model {self.name!r}: input {name!r} is one tensor of shape "
+                        f"{_shape_text(want)}; got a dict with keys {sorted(inputs[name])}."
+                    )
+                self._check_shape(name, inputs[name], want)
+
+    def _check_shape(self, label: str, value: Any, want: tuple[int | None, ...]) -> None:
+        shape = tuple(value.shape)[1:]
+        if len(shape) != len(want) or any(
+            w is not None and s is not None and int(s) != int(w)
+            for s, w in zip(shape, want, strict=True)
+        ):
+            got = tuple(None if s is None else int(s) for s in shape)
+            raise ValueError(
+                f"Model {self.name!r}: input {label!r} has shape {_shape_text(got)}, "
+                f"expected {_shape_text(want)}."
+            )
 
     def _encode(self, inputs: dict[str, Any], training: bool | None) -> dict[str, Any]:
         return {

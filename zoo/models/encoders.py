@@ -25,6 +25,7 @@ from keras import layers
 
 from zoo.models.layers import (
     FoldFrames,
+    MaskedMeanPooling,
     Maxout,
     PositionEmbedding,
     SequencePooling,
@@ -203,6 +204,37 @@ def token_transformer_encoder(
     x = layers.Embedding(vocab_size, dim, name=f"{modality}_embedding")(inputs)
     x = PositionEmbedding(name=f"{modality}_positions")(x)
     x = _transformer_stack(x, modality, num_layers, num_heads, ff_dim, dropout, pooling)
+    return keras.Model(inputs, x, name=f"{modality}_encoder")
+
+
+def masked_token_transformer_encoder(
+    modality: str,
+    sequence_length: int,
+    vocab_size: int,
+    dim: int = 32,
+    num_layers: int = 1,
+    num_heads: int = 4,
+    ff_dim: int = 64,
+    dropout: float = 0.1,
+) -> keras.Model:
+    """``{"token_ids": (T,) int32, "padding_mask": (T,) int32}`` → embedding + learned positions
+    → Transformer blocks attending only to kept positions → mean over kept positions.
+
+    A modality of two inputs, as KerasHub text models take them: the model's inputs are then a
+    nested dict (``{"text": {"token_ids", "padding_mask"}, ...}``).
+    """
+    token_ids = keras.Input((int(sequence_length),), dtype="int32", name="token_ids")
+    padding_mask = keras.Input(
+        (int(sequence_length),), dtype="int32", name="padding_mask"
+    )
+    x = layers.Embedding(vocab_size, dim, name=f"{modality}_embedding")(token_ids)
+    x = PositionEmbedding(name=f"{modality}_positions")(x)
+    for index in range(num_layers):
+        x = TransformerEncoderBlock(num_heads, ff_dim, dropout, name=f"{modality}_block{index}")(
+            x, padding_mask=padding_mask
+        )
+    x = MaskedMeanPooling(name=f"{modality}_pool")(x, padding_mask)
+    inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
     return keras.Model(inputs, x, name=f"{modality}_encoder")
 
 

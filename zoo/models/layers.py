@@ -126,6 +126,25 @@ class SequencePooling(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
+class MaskedMeanPooling(layers.Layer):
+    """The mean of a (batch, T, D) sequence over the positions its padding mask keeps.
+
+    ``Σ_t m_t x_t / Σ_t m_t``: undefined (NaN) for a mask that keeps nothing, as a masked mean
+    is; keras-msam's absence rules keep the first position of an absent text's mask for that
+    reason (`keras_msam.absence`).
+    """
+
+    def call(self, inputs: Any, padding_mask: Any) -> Any:
+        weights = ops.cast(padding_mask, inputs.dtype)[:, :, None]
+        return ops.sum(inputs * weights, axis=1) / ops.sum(weights, axis=1)
+
+    def compute_output_shape(
+        self, inputs_shape: tuple[int | None, ...], padding_mask_shape: Any = None
+    ) -> tuple[int | None, ...]:
+        return (inputs_shape[0], inputs_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="zoo")
 class TransformerEncoderBlock(layers.Layer):
     """One post-norm Transformer encoder layer, as `torch.nn.TransformerEncoderLayer` defaults.
 
@@ -166,8 +185,13 @@ class TransformerEncoderBlock(layers.Layer):
         self.ff_in.build(input_shape)
         self.ff_out.build((*input_shape[:-1], self.ff_dim))
 
-    def call(self, inputs: Any, training: bool | None = None) -> Any:
-        attended = self.attention(inputs, inputs, training=training)
+    def call(self, inputs: Any, padding_mask: Any = None, training: bool | None = None) -> Any:
+        """``padding_mask`` (batch, T), optional: attention reads only the positions it keeps."""
+        attention_mask = None
+        if padding_mask is not None:
+            keep = ops.cast(padding_mask, "bool")
+            attention_mask = ops.logical_and(keep[:, None, :], keep[:, :, None])
+        attended = self.attention(inputs, inputs, attention_mask=attention_mask, training=training)
         x = self.attention_norm(inputs + self.attention_dropout(attended, training=training))
         ff = self.ff_out(self.ff_dropout(self.ff_in(x), training=training))
         return self.ff_norm(x + self.ff_out_dropout(ff, training=training))
