@@ -74,6 +74,7 @@ CASES = [
         },
     ),
     ("late_fusion_av3_cnn", "late_fusion_av3_cnn", {"width": 16}),
+    ("late_fusion_avt_cnn", "late_fusion_avt_cnn", {"width": 16, "text_dim": 8}),
     ("early_fusion_av3_cnn", "early_fusion_av3_cnn", {"width": 16}),
     ("early_fusion_av_cnn_grid", "early_fusion_av_cnn", {"pool": "grid"}),
     ("early_fusion_av3_cnn_grid", "early_fusion_av3_cnn", {"width": 16, "pool": "grid"}),
@@ -94,7 +95,14 @@ def random_inputs(model: MultimodalClassifier, seed: int = 0) -> dict[str, np.nd
     rng = np.random.default_rng(seed)
     inputs = {}
     for name, shape in model.modality_shapes.items():
-        if "int" in model.modality_dtypes[name]:
+        if isinstance(shape, dict):  # token ids + padding mask (a modality of two inputs)
+            length = shape["token_ids"][0]
+            mask = np.arange(length)[None] < rng.integers(1, length + 1, size=(BATCH, 1))
+            inputs[name] = {
+                "token_ids": (rng.integers(1, 8, size=(BATCH, length)) * mask).astype("int32"),
+                "padding_mask": mask.astype("int32"),
+            }
+        elif "int" in model.modality_dtypes[name]:
             inputs[name] = rng.integers(0, 2, size=(BATCH, *shape)).astype("int32")
         else:
             inputs[name] = rng.normal(size=(BATCH, *shape)).astype("float32")
@@ -187,7 +195,10 @@ def test_unimodal_logits_plus_bias_sum_to_fused_logits_for_linear_late_fusion(ca
 def test_wrong_missing_or_extra_inputs_raise_value_errors_naming_the_input(case_id):
     model = small_model(case_id)
     inputs = random_inputs(model)
-    first, second = model.modality_names[:2]
+    shapes = model.modality_shapes
+    first, second = [name for name in model.modality_names if not isinstance(shapes[name], dict)][
+        :2
+    ]
     expected = ", ".join(str(d) for d in model.modality_shapes[first])
     missing = {name: value for name, value in inputs.items() if name != first}
     with pytest.raises(

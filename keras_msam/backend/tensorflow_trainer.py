@@ -22,6 +22,11 @@ class BackendTrainer:
             grads = tape.gradient(
                 loss, trainable, unconnected_gradients=tf.UnconnectedGradients.ZERO
             )
+            # An embedding's gradient is `tf.IndexedSlices`; the methods combine gradients with
+            # `keras.ops` (sums, norms, `cond`), as dense tensors on every backend.
+            grads = [
+                tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads
+            ]
             return (loss, aux), grads
 
         return value_and_grad
