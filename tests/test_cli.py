@@ -56,6 +56,7 @@ def test_unknown_method_and_backend_switch_errors(capsys):
         build_parser().parse_args(["compare", "--backend", "numpy"])
 
 
+@pytest.mark.slow  # end to end: left out of the fast subset
 def test_backend_flag_selects_the_backend_in_a_new_process(tmp_path):
     backend = keras.backend.backend()
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}

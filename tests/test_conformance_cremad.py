@@ -23,6 +23,8 @@ import pytest
 
 import zoo.datasets
 
+pytestmark = pytest.mark.backend_agnostic  # numpy only: run on one backend
+
 pytest.importorskip("librosa")
 pytest.importorskip("PIL")
 

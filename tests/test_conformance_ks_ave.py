@@ -22,6 +22,8 @@ import pytest
 
 import zoo.datasets
 
+pytestmark = pytest.mark.backend_agnostic  # numpy only: run on one backend
+
 pytest.importorskip("PIL")
 
 HERE = Path(__file__).parent / "fixtures"

@@ -20,6 +20,8 @@ import pytest
 
 import zoo.datasets
 
+pytestmark = pytest.mark.backend_agnostic  # numpy only: run on one backend
+
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "multibench_reference.json").read_text())
 
 

@@ -14,6 +14,8 @@ import pytest
 import zoo
 from zoo.datasets import cli, imbalanced_av
 
+pytestmark = pytest.mark.backend_agnostic  # numpy only: run on one backend
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -12,6 +12,8 @@ import pytest
 import zoo
 from zoo.datasets import DataFormatError
 
+pytestmark = pytest.mark.backend_agnostic  # numpy only: run on one backend
+
 pytest.importorskip("soundfile")
 pytest.importorskip("PIL")
 pytest.importorskip("librosa")

@@ -18,6 +18,7 @@ pytestmark = [
         not (FSDD_ROOT / "recordings").is_dir(),
         reason=f"real FSDD recordings not found at {FSDD_ROOT} (../shared/data/fsdd)",
     ),
+    pytest.mark.backend_agnostic,  # numpy only: run on one backend
 ]
 
 

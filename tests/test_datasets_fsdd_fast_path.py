@@ -13,6 +13,8 @@ import zoo
 from zoo.datasets import fsdd
 from zoo.datasets.pipeline import FileDataset
 
+pytestmark = pytest.mark.backend_agnostic  # numpy only: run on one backend
+
 pytest.importorskip("soundfile")
 pytest.importorskip("librosa")
 

@@ -202,6 +202,7 @@ def _weights(path):
     return values
 
 
+@pytest.mark.slow  # end to end: left out of the fast subset
 def test_a_killed_run_resumes_to_the_same_final_weights(tmp_path):
     script = tmp_path / "resume.py"
     script.write_text(_RESUME_SCRIPT)

@@ -25,6 +25,7 @@ def _benchmark():
     return module
 
 
+@pytest.mark.slow  # end to end: left out of the fast subset
 def test_killed_at_random_points_resumes_to_the_uninterrupted_results(tmp_path, capsys):
     """Four processes killed with SIGKILL (random points: mid-epoch, validation, a torn
     checkpoint or result file, between runs), then one to the end: the same results."""

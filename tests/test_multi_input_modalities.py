@@ -298,6 +298,7 @@ def test_the_zoo_text_data_set_keeps_token_dtypes_and_trains_the_zoo_model():
     assert np.isfinite(history.history["loss"]).all()
 
 
+@pytest.mark.slow  # end to end: left out of the fast subset
 def test_the_experiment_runner_compares_methods_on_the_text_data(tmp_path):
     from keras_msam.experiments import ExperimentConfig, parse_methods, run_experiment
 

@@ -58,6 +58,7 @@ def test_durations_read_naturally(seconds, text):
     assert format_duration(seconds) == text
 
 
+@pytest.mark.slow  # end to end: left out of the fast subset
 def test_compare_prints_one_line_per_run_and_quiet_prints_none(tmp_path, capsys):
     from keras_msam.cli.main import main
 

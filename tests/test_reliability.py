@@ -142,6 +142,7 @@ def _assert_loaded_and_continued(report: dict, name: str, trainer, tolerance: fl
     assert entry["nonfinite"] == trainer.nonfinite
 
 
+@pytest.mark.slow  # end to end: left out of the fast subset
 def test_every_trainer_loads_in_a_fresh_process_after_a_plain_import(tmp_path):
     """`import keras_msam, zoo` then `keras.saving.load_model`: no attribute touched first."""
     x, y = small_batch(32)
@@ -158,6 +159,7 @@ def test_every_trainer_loads_in_a_fresh_process_after_a_plain_import(tmp_path):
         _assert_loaded_and_continued(report, name, trainer)
 
 
+@pytest.mark.slow  # end to end: left out of the fast subset
 def test_a_trainer_saved_here_loads_and_keeps_training_on_the_other_backends(tmp_path):
     """M-SAM on a named zoo CNN and Joint on a functional model with BatchNorm."""
     data = zoo.datasets.imbalanced_av.generate(num_train=16, num_validation=1, num_test=1)

@@ -96,6 +96,7 @@ def test_reference_defaults_to_joint_and_can_be_any_method():
     assert chosen.reference_method() == "sam"
 
 
+@pytest.mark.slow  # end to end: left out of the fast subset
 def test_compare_writes_paired_statistics_in_every_summary(tmp_path):
     from keras_msam.experiments.runner import run_experiment
 

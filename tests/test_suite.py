@@ -64,6 +64,7 @@ def test_committed_example_configs_are_the_suite_definition(tmp_path):
         assert read_config_file(committed) == read_config_file(path)
 
 
+@pytest.mark.slow  # end to end: left out of the fast subset
 def test_quick_suite_end_to_end_and_resume(tmp_path):
     root = str(tmp_path / "fsdd")
     write_fsdd(root, speakers=("george", "jackson", "nicolas", "theo"), takes=(0, 5, 10, 11))

@@ -22,6 +22,7 @@ def _config(tmp_path, **values):
     return build_tune_config(settings)
 
 
+@pytest.mark.slow  # end to end: left out of the fast subset
 def test_equal_trials_selection_on_validation_and_one_test_evaluation(tmp_path):
     result = tune(_config(tmp_path), log=lambda line: None)
     run_dir = tmp_path / "tune"
@@ -137,6 +138,7 @@ def test_search_option_syntax():
         parse_search_option("rho=0.1:0.2")
 
 
+@pytest.mark.slow  # end to end: left out of the fast subset
 def test_tune_from_the_command_line(tmp_path, capsys):
     from keras_msam.cli.main import main
 
