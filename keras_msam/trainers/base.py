@@ -617,6 +617,13 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         y_pred, new_non_trainable, losses = self.stateless_call(
             trainable, non_trainable, x, return_losses=True, training=training
         )
+        loss, unscaled = self._loss_of_forward(x, y, y_pred, sample_weight, losses, training)
+        return loss, (unscaled, y_pred, new_non_trainable)
+
+    def _loss_of_forward(
+        self, x: Any, y: Any, y_pred: Any, sample_weight: Any, losses: list[Any], training: bool
+    ) -> tuple[Any, Any]:
+        """(scaled, unscaled) loss of a forward's predictions and its own ``add_loss`` terms."""
         if losses:
             self._losses_override.clear()
             self._losses_override = losses
@@ -628,7 +635,75 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         unscaled = loss
         if training and self.optimizer is not None:
             loss = self.optimizer.scale_loss(loss)
-        return loss, (unscaled, y_pred, new_non_trainable)
+        return loss, unscaled
+
+    def _taps_training_features(self) -> bool:
+        """Whether the training pass can hand its encoder features to the Shapley coalitions.
+
+        True for logged Shapley values on feature coalitions of a model that behaves the same in
+        training and inference (no dropout, BatchNorm...), whose coalition outputs are the base
+        class's: the encoders' training outputs are then exactly their inference outputs.
+        """
+        return (
+            self.log_shapley
+            and self._feature_coalitions
+            and self._training_invariant
+            and type(self)._feature_coalition_outputs
+            is MultimodalTrainer._feature_coalition_outputs
+        )
+
+    def _loss_fn_with_features(
+        self,
+        trainable: list[Any],
+        non_trainable: list[Any],
+        x: Any,
+        y: Any,
+        sample_weight: Any,
+        training: bool = True,
+    ) -> tuple[Any, tuple[Any, Any, list[Any], Any]]:
+        """`_loss_fn` whose forward is ``fuse(encode(·))`` on the batch plus one absent example,
+        also returning ``(features, absent features)`` without gradient: the training pass then
+        gives the coalitions their encoder outputs (see `_taps_training_features`), and the loss
+        is that of the batch alone (a model without dropout or BatchNorm encodes each example on
+        its own, so the extra example changes nothing)."""
+        names = self._structure.names
+        absent = absent_example(x, names, self._structure.absence)
+        joined = {
+            name: map_leaves(
+                lambda a, b: ops.concatenate([a, ops.cast(b, a.dtype)], axis=0),
+                x[name],
+                absent[name],
+            )
+            for name in names
+        }
+        mapping = self._state_mapping(trainable, non_trainable)
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            features = self.model.encode(joined, training=training)
+            present = {name: feature[:-1] for name, feature in features.items()}
+            y_pred = self.model.fuse(present, training=training)
+            losses = self.losses
+        new_non_trainable = [scope.get_current_value(v) for v in self.non_trainable_variables]
+        loss, unscaled = self._loss_of_forward(x, y, y_pred, sample_weight, losses, training)
+        tapped = (
+            {name: ops.stop_gradient(feature) for name, feature in present.items()},
+            {name: ops.stop_gradient(feature[-1:]) for name, feature in features.items()},
+        )
+        return loss, (unscaled, y_pred, new_non_trainable, tapped)
+
+    def _first_pass(
+        self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any, sample_weight: Any
+    ) -> tuple[Any, Any, list[Any], list[Any], Any]:
+        """The step's first forward/backward at ``trainable``: ``(loss, y_pred, new
+        non-trainables, gradients, tapped features or None)``."""
+        if self._taps_training_features():
+            (_, (loss, y_pred, new_nt, tapped)), grads = self._value_and_grad(
+                self._loss_fn_with_features
+            )(trainable, non_trainable, x, y, sample_weight)
+            return loss, y_pred, new_nt, grads, tapped
+        (_, (loss, y_pred, new_nt)), grads = self._value_and_grad(self._loss_fn)(
+            trainable, non_trainable, x, y, sample_weight
+        )
+        return loss, y_pred, new_nt, grads, None
 
     def _coalition_outputs(
         self, trainable: list[Any], non_trainable: list[Any], x: Any, full_outputs: Any = None
@@ -713,13 +788,23 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
     ) -> Any:
         """Coalition outputs (K, B, C) formed on encoder features (``coalitions="features"``)."""
         names = self._structure.names
-        masks = self._plan.masks
         mapping = self._state_mapping(trainable, non_trainable)
         with self._no_gradient(), keras.StatelessScope(state_mapping=mapping):
             features = self.model.encode(x, training=False)
             absent = self.model.encode(
                 absent_example(x, names, self._structure.absence), training=False
             )
+        return self._fused_coalitions(trainable, non_trainable, features, absent)
+
+    def _fused_coalitions(
+        self, trainable: list[Any], non_trainable: list[Any], features: Any, absent: Any
+    ) -> Any:
+        """The fusion head on every coalition's features (an absent modality's: ``absent``, its
+        encoder's output for one absent example), one stacked inference forward: (K, B, C)."""
+        names = self._structure.names
+        masks = self._plan.masks
+        mapping = self._state_mapping(trainable, non_trainable)
+        with self._no_gradient(), keras.StatelessScope(state_mapping=mapping):
             stacked = {}
             for index, name in enumerate(names):
                 present = features[name]
@@ -748,12 +833,18 @@ class MultimodalTrainer(BackendTrainer, keras.Model):
         x: Any,
         y: Any,
         training_predictions: Any = None,
+        training_features: Any = None,
     ) -> ShapleyResult:
         """Shapley values, shares and dominant modality of the batch at ``trainable``.
 
         ``training_predictions`` (the first pass's outputs) stand in for the full coalition's
-        inference forward when the model has no layer that behaves differently in training.
+        inference forward when the model has no layer that behaves differently in training;
+        ``training_features`` (``(features, absent features)`` tapped from the first pass, see
+        `_loss_fn_with_features`) spare the encoders' inference forward.
         """
+        if training_features is not None:
+            outputs = self._fused_coalitions(trainable, non_trainable, *training_features)
+            return self._shapley_from_outputs(outputs, y)
         full = training_predictions if self._training_invariant else None
         outputs = self._coalition_outputs(trainable, non_trainable, x, full)
         return self._shapley_from_outputs(outputs, y)

@@ -30,10 +30,12 @@ class Joint(MultimodalTrainer):
     def compute_update(
         self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any, sample_weight: Any
     ) -> StepResult:
-        (_, (loss, y_pred, new_non_trainable)), grads = self._value_and_grad(self._loss_fn)(
+        loss, y_pred, new_non_trainable, grads, tapped = self._first_pass(
             trainable, non_trainable, x, y, sample_weight
         )
         shapley = (
-            self._shapley(trainable, non_trainable, x, y, y_pred) if self.log_shapley else None
+            self._shapley(trainable, non_trainable, x, y, y_pred, tapped)
+            if self.log_shapley
+            else None
         )
         return StepResult(list(grads), new_non_trainable, y_pred, loss, shapley)

@@ -229,7 +229,7 @@ class MSAM(MultimodalTrainer):
         state = {name: non_trainable[index] for name, index in positions.items()}
         step = state.get("amortised_step")
         value_and_grad = self._value_and_grad(self._loss_fn)
-        (_, (loss, y_pred, new_non_trainable)), g0 = value_and_grad(
+        loss, y_pred, new_non_trainable, g0, tapped = self._first_pass(
             trainable, non_trainable, x, y, sample_weight
         )
         updates: dict[str, Any] = {}
@@ -238,11 +238,11 @@ class MSAM(MultimodalTrainer):
                 trainable, non_trainable, x, y
             )
         elif self.shapley_every > 1:
-            shapley = self._amortised_shapley(trainable, non_trainable, x, y, y_pred, state)
+            shapley = self._amortised_shapley(trainable, non_trainable, x, y, y_pred, state, tapped)
             updates["cached_shares"], updates["cached_dominant"] = shapley.shares, shapley.dominant
             ascent = g0
         else:
-            shapley = self._shapley(trainable, non_trainable, x, y, y_pred)
+            shapley = self._shapley(trainable, non_trainable, x, y, y_pred, tapped)
             ascent = g0  # ∇L_d = v_d ∇ℓ: same direction as ∇ℓ
 
         def full_step():
@@ -326,11 +326,12 @@ class MSAM(MultimodalTrainer):
         y: Any,
         y_pred: Any,
         state: dict[str, Any],
+        tapped: Any = None,
     ) -> ShapleyResult:
         """Fresh Shapley shares every ``shapley_every`` steps, the cached ones in between."""
 
         def fresh():
-            result = self._shapley(trainable, non_trainable, x, y, y_pred)
+            result = self._shapley(trainable, non_trainable, x, y, y_pred, tapped)
             return result.shares, ops.cast(result.dominant, "int32")
 
         def cached():

@@ -81,11 +81,13 @@ class SAM(MultimodalTrainer):
         self, trainable: list[Any], non_trainable: list[Any], x: Any, y: Any, sample_weight: Any
     ) -> StepResult:
         value_and_grad = self._value_and_grad(self._loss_fn)
-        (_, (loss, y_pred, new_non_trainable)), g0 = value_and_grad(
+        loss, y_pred, new_non_trainable, g0, tapped = self._first_pass(
             trainable, non_trainable, x, y, sample_weight
         )
         shapley = (
-            self._shapley(trainable, non_trainable, x, y, y_pred) if self.log_shapley else None
+            self._shapley(trainable, non_trainable, x, y, y_pred, tapped)
+            if self.log_shapley
+            else None
         )
         with self._no_gradient():
             global_g0 = self._cross_replica_sum(g0)  # under tf.distribute: the all-reduced g0
