@@ -184,6 +184,26 @@ def test_in_memory_loaders_gather_in_the_calling_thread(clips):
     assert bulk.workers == 1 and per_file.workers == 2
 
 
+def test_load_starts_the_feature_computation_in_the_background(clips):
+    root = os.path.dirname(os.path.dirname(clips[0]))
+    options = dict(
+        feature_cache=False, split_by="speaker", test_speakers=("alice", "bob"),
+        validation_speakers=(), batch_size=4,
+    )  # fmt: skip
+    early = zoo.datasets.load("fsdd", root, "test", **options)
+    reader = early.read_example
+    assert reader._prefetching is not None  # started by load, before any read
+    reader._prefetching.join(timeout=60)
+    assert reader._audio is not None  # computed without a read
+    late = zoo.datasets.load("fsdd", root, "test", prefetch=False, **options)
+    assert late.read_example._prefetching is None and late.read_example._audio is None
+    for index in range(len(early)):
+        np.testing.assert_array_equal(early[index][0]["audio"], late[index][0]["audio"])
+    digits = zoo.datasets.load("av_digits", root, "test", audio_snr_db=5.0, **options)
+    digits.read_example.speech._prefetching.join(timeout=60)
+    assert digits.read_example.speech._audio is not None
+
+
 class _Reader:
     """A toy reader: example i is i * ones; read_batch optional and configurable."""
 

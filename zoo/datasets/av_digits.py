@@ -156,6 +156,8 @@ def _build(
         speech = regimes.DegradedSpeechReader(
             [r[0] for r in records], features, labels, regime, split
         )
+        if options.pop("prefetch", True):
+            speech.prefetch()
     else:
         speech = fsdd.make_reader(root, records, features, cache, options)
     visual = None
@@ -205,7 +207,8 @@ def load(root: str, split: str, **options) -> FileDataset:
     ``split_by="speaker"`` (speaker-independent, ``test_speakers``/``validation_speakers``).
     Use `write_avmnist_layout` to save it in the AV-MNIST layout for the ``avmnist`` loader.
     Audio features are computed for the whole split at the first batch read and kept in memory
-    and (log-mel) on disk, as FSDD's (``cache``, ``feature_cache``; see ``fsdd.load``).
+    and (log-mel) on disk, as FSDD's (``cache``, ``feature_cache``, ``prefetch``: computed in a
+    background thread from ``load`` on; see ``fsdd.load``).
 
     Imbalance regimes (`zoo.datasets.av_digits_regimes`): options that move which modality
     dominates, and by how much. Each is off by default (the data are then exactly as without
