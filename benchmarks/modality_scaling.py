@@ -69,15 +69,26 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--counts", default=",".join(map(str, COUNTS)), help="e.g. 2,8")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args()
+    counts = [int(c) for c in args.counts.split(",")]
+    variants = args.variants.split(",")
     table = {
-        v: {m: measure(m, v, args.steps, args.epochs, args.batch) for m in COUNTS} for v in VARIANTS
+        v: {m: measure(m, v, args.steps, args.epochs, args.batch) for m in counts} for v in variants
     }
-    print(f"backend {keras.backend.backend()}: ms/step (relative to M = 2), batch {args.batch}")
-    print(f"{'variant':<18}" + "".join(f"{'M=' + str(m):>16}" for m in COUNTS))
+    base = counts[0]
+    print(
+        f"backend {keras.backend.backend()}: ms/step (relative to M = {base}), batch {args.batch}"
+    )
+    print(f"{'variant':<18}" + "".join(f"{'M=' + str(m):>16}" for m in counts))
     for variant, row in table.items():
-        cells = "".join(f"{row[m]:>8.1f} ({row[m] / row[2]:>4.1f}x)" for m in COUNTS)
+        cells = "".join(f"{row[m]:>8.1f} ({row[m] / row[counts[0]]:>4.1f}x)" for m in counts)
         print(f"{variant:<18}{cells}")
+    if "joint (no log)" in table and "msam (features)" in table:
+        for m in counts:
+            ratio = table["msam (features)"][m] / table["joint (no log)"][m]
+            print(f"M = {m}: M-SAM (features) / Joint (no log) = {ratio:.2f}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(
