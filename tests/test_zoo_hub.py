@@ -66,6 +66,31 @@ def test_msam_trains_a_model_with_a_bert_text_encoder_and_the_structure_covers_i
     assert all(np.isfinite(v) for v in phi.values())
 
 
+def test_a_bert_text_modality_of_token_ids_and_padding_mask():
+    model = with_hub_encoders(
+        "mosi_late_transformer",
+        {"text": {"backbone": keras_hub.models.BertBackbone, "backbone_options": BERT,
+                  "text_inputs": "token_ids_and_mask"}},
+        audio_shape=(6, 5), visual_shape=(6, 4), audio_dim=8, visual_dim=8, text_dim=8,
+        num_layers=1, num_heads=2, ff_dim=16, dropout=0.0,
+    )  # fmt: skip
+    assert model.modality_shapes["text"] == {"token_ids": (12,), "padding_mask": (12,)}
+    x, y = _text_data()
+    tokens = x["text"]
+    x["text"] = {"token_ids": tokens, "padding_mask": (tokens != 0).astype("int32")}
+    trainer = compile_trainer(keras_msam.MSAM(model, rho=0.05))
+    logs = trainer.fit(x, y, epochs=1, batch_size=8, verbose=0).history
+    assert np.isfinite(logs["loss"][-1])
+    assert trainer.structure.absence["text"] == {"token_ids": 0, "padding_mask": "keep_first"}
+    phi = keras_msam.shapley_values(trainer, x, y, value="neg_loss")
+    assert all(np.isfinite(v) for v in phi.values()) and phi["text"] != 0.0
+    report = keras_msam.evaluate_missing(trainer, x, y)
+    assert np.isfinite(report["average"])
+    with pytest.raises(ValueError, match="text_inputs must be"):
+        hub_encoder("text", keras_hub.models.BertBackbone, backbone_options=BERT,
+                    text_inputs="ids")  # fmt: skip
+
+
 def test_an_absent_text_modality_stays_finite():
     model = _text_model()
     x, _ = _text_data(4)

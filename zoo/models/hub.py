@@ -85,10 +85,16 @@ class TextBackboneFeatures(keras.layers.Layer):
         self.pooling = pooling
 
     def call(self, token_ids: Any) -> Any:
-        token_ids = ops.cast(token_ids, "int32")
-        keep = ops.not_equal(token_ids, self.pad_token_id)
-        first = ops.expand_dims(ops.arange(ops.shape(token_ids)[1]) == 0, 0)
-        mask = ops.logical_or(keep, first)  # one attended token: finite for an absent text
+        """``token_ids`` (B, L), the mask derived from the pad id, or ``{"token_ids",
+        "padding_mask"}`` as the tokenizer gave them (a modality of two inputs)."""
+        if isinstance(token_ids, dict):
+            mask = ops.cast(token_ids["padding_mask"], "bool")
+            token_ids = ops.cast(token_ids["token_ids"], "int32")
+        else:
+            token_ids = ops.cast(token_ids, "int32")
+            keep = ops.not_equal(token_ids, self.pad_token_id)
+            first = ops.expand_dims(ops.arange(ops.shape(token_ids)[1]) == 0, 0)
+            mask = ops.logical_or(keep, first)  # one attended token: finite for an absent text
         inputs = {"token_ids": token_ids, "padding_mask": ops.cast(mask, "int32")}
         if "segment_ids" in self.backbone.input:
             inputs["segment_ids"] = ops.zeros_like(token_ids)
@@ -108,6 +114,8 @@ class TextBackboneFeatures(keras.layers.Layer):
         return ops.sum(sequence * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1.0)
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        if isinstance(input_shape, dict):
+            input_shape = input_shape["token_ids"]
         output = self.backbone.output
         sequence = output["sequence_output"] if isinstance(output, dict) else output
         return (input_shape[0], int(sequence.shape[-1]))
@@ -151,6 +159,7 @@ def hub_encoder(
     backbone_options: Mapping[str, Any] | None = None,
     pooling: str = "auto",
     pad_token_id: int = 0,
+    text_inputs: str = "token_ids",
     trainable: bool = True,
 ) -> keras.Model:
     """A zoo encoder (input named ``modality`` → features) around a KerasHub backbone.
@@ -164,6 +173,11 @@ def hub_encoder(
         backbone_options: Constructor (class) or ``from_preset`` (name) arguments.
         pooling: ``"auto"``, ``"avg"`` (feature maps), ``"cls"`` or ``"mean"`` (tokens).
         pad_token_id: The padding id of text backbones.
+        text_inputs: Text backbones: ``"token_ids"`` (the modality is token ids, the padding
+            mask derived from ``pad_token_id``) or ``"token_ids_and_mask"`` (the modality is
+            ``{"token_ids": (L,), "padding_mask": (L,)}`` as the tokenizer gives them, a
+            modality of two inputs; an absent one keeps its mask's first position,
+            `keras_msam.absence`).
         trainable: False freezes the encoder.
 
     Raises:
@@ -183,8 +197,18 @@ def hub_encoder(
             raise ValueError(
                 f"{modality!r}: a text backbone takes token ids (L,), got {input_shape}."
             )
-        tokens = keras.Input(input_shape, dtype="int32", name=modality)
         layer = TextBackboneFeatures(backbone, pad_token_id, pooling, name=f"{modality}_text")
+        if text_inputs == "token_ids":
+            tokens = keras.Input(input_shape, dtype="int32", name=modality)
+        elif text_inputs == "token_ids_and_mask":
+            tokens = {
+                "token_ids": keras.Input(input_shape, dtype="int32", name="token_ids"),
+                "padding_mask": keras.Input(input_shape, dtype="int32", name="padding_mask"),
+            }
+        else:
+            raise ValueError(
+                f"text_inputs must be 'token_ids' or 'token_ids_and_mask', got {text_inputs!r}."
+            )
         encoder = keras.Model(tokens, layer(tokens), name=f"{modality}_hub_encoder")
     else:
         image_shape = tuple(int(d) for d in backbone.input_shape[1:])
