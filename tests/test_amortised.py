@@ -90,6 +90,27 @@ def test_sam_every_reuses_the_orthogonal_sharpness_direction_looksam_style(scale
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_amortise_after_takes_full_fresh_steps_during_the_warm_up():
+    x, y = small_batch()
+    every, warmed, cold = _twins(3)
+    every = compile_trainer(keras_msam.MSAM(every, rho=0.3), momentum=0.9)
+    amortised = dict(rho=0.3, shapley_every=5, sam_every=5)
+    warmed = compile_trainer(keras_msam.MSAM(warmed, amortise_after=3, **amortised), momentum=0.9)
+    cold = compile_trainer(keras_msam.MSAM(cold, **amortised), momentum=0.9)
+    for _ in range(3):  # steps 0, 1, 2: the warm-up, full steps with fresh shares
+        for trainer in (every, warmed, cold):
+            trainer.train_on_batch(x, y)
+    for a, b in zip(weights_of(every), weights_of(warmed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not all(np.allclose(a, b) for a, b in zip(weights_of(every), weights_of(cold)))
+    every.train_on_batch(x, y)
+    warmed.train_on_batch(x, y)  # step 3: amortised from here on (3 % 5 != 0: a cheap step)
+    assert not all(
+        np.allclose(a, b, rtol=1e-5, atol=1e-6)
+        for a, b in zip(weights_of(every), weights_of(warmed))
+    )
+
+
 def test_shapley_every_reuses_shares_between_refreshes():
     x, y = small_batch(batch=32)
     trainer = compile_trainer(
@@ -114,11 +135,13 @@ def test_shapley_every_reuses_shares_between_refreshes():
 
 def test_amortised_state_survives_saving(tmp_path):
     x, y = small_batch()
-    trainer = compile_trainer(keras_msam.MSAM(small_av_model(), shapley_every=2, sam_every=2))
+    trainer = compile_trainer(
+        keras_msam.MSAM(small_av_model(), shapley_every=2, sam_every=2, amortise_after=4)
+    )
     trainer.train_on_batch(x, y)
     trainer.save(tmp_path / "amortised.keras")
     loaded = keras.saving.load_model(tmp_path / "amortised.keras")
-    assert (loaded.shapley_every, loaded.sam_every) == (2, 2)
+    assert (loaded.shapley_every, loaded.sam_every, loaded.amortise_after) == (2, 2, 4)
     for a, b in zip(loaded.non_trainable_variables, trainer.non_trainable_variables):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
@@ -131,6 +154,8 @@ def test_amortised_state_survives_saving(tmp_path):
         ({"shapley_every": 2, "decomposition": "shapley_logits"}, "decomposition='loss' only"),
         ({"looksam_alpha": -1.0}, "looksam_alpha must be >= 0"),
         ({"looksam_scale": "huge"}, "Unknown looksam_scale 'huge'"),
+        ({"sam_every": 2, "amortise_after": -1}, "amortise_after must be an integer >= 0"),
+        ({"amortise_after": 10}, "amortise_after is the warm-up of amortised M-SAM"),
     ],
 )
 def test_bad_amortisation_arguments(kwargs, message):
@@ -138,12 +163,14 @@ def test_bad_amortisation_arguments(kwargs, message):
         keras_msam.MSAM(small_av_model(), **kwargs)
 
 
-def test_host_scheduled_and_in_graph_branches_agree(monkeypatch):
+@pytest.mark.parametrize("amortise_after", [0, 3])
+def test_host_scheduled_and_in_graph_branches_agree(monkeypatch, amortise_after):
     # JAX picks the full/cheap step on the host; the in-graph `ops.cond` must give the same run.
     x, y = small_batch(batch=48)
     first, second = _twins(2)
-    host = compile_trainer(keras_msam.MSAM(first, rho=0.3, sam_every=2), momentum=0.9)
-    traced = compile_trainer(keras_msam.MSAM(second, rho=0.3, sam_every=2), momentum=0.9)
+    options = dict(rho=0.3, sam_every=2, amortise_after=amortise_after)
+    host = compile_trainer(keras_msam.MSAM(first, **options), momentum=0.9)
+    traced = compile_trainer(keras_msam.MSAM(second, **options), momentum=0.9)
     monkeypatch.setattr(traced, "_host_schedule", lambda: None)
     for trainer in (host, traced):
         trainer.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)  # 3 steps/epoch

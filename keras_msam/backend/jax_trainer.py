@@ -4,6 +4,7 @@ through a `StatelessScope` that maps them to the state (keras3.md §1.3)."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
@@ -29,8 +30,9 @@ class BackendTrainer:
     """JAX half of `MultimodalTrainer`.
 
     Host-scheduled steps: a method whose step alternates between an expensive and a cheap
-    variant on a fixed period (M-SAM's ``sam_every``) gets two jitted step functions and the
-    host picks one per step from a Python step counter, read from the state once per `fit`.
+    variant on a schedule of the step count (M-SAM's ``sam_every`` and ``amortise_after``) gets
+    two jitted step functions and the host picks one per step from a Python step counter, read
+    from the state once per `fit`.
     XLA:CPU runs convolutions inside `lax.cond` several times slower than outside, so a traced
     branch would cost more than it saves; the other backends branch inside the step.
     """
@@ -38,8 +40,9 @@ class BackendTrainer:
     _static_branch = None
     _host_step = None
 
-    def _host_schedule(self) -> tuple[int, str] | None:
-        """(period, counter variable name) of a host-scheduled step, or None (overridden)."""
+    def _host_schedule(self) -> tuple[Callable[[int], bool], str] | None:
+        """(step count → expensive variant?, counter variable name) of a host-scheduled step,
+        or None (overridden)."""
         return None
 
     def make_train_function(self, force=False):
@@ -48,7 +51,7 @@ class BackendTrainer:
             return super().make_train_function(force)
         if self.train_function is not None and not force:
             return self.train_function
-        period, counter = schedule
+        is_expensive, counter = schedule
         variants = {
             flag: jax.jit(functools.partial(self._branch_train_step, flag), donate_argnums=0)
             for flag in (True, False)
@@ -58,7 +61,7 @@ class BackendTrainer:
         def step(state, data):
             if self._host_step is None:  # one host read per fit / train_on_batch call
                 self._host_step = int(np.asarray(state[1][position]))
-            flag = self._host_step % period == 0
+            flag = bool(is_expensive(self._host_step))
             self._host_step += 1
             return variants[flag](state, data)
 

@@ -69,6 +69,9 @@ class MSAM(MultimodalTrainer):
             small ρ (on AV-Digits, ρ = 0.05, it stopped training: docs/guides/results.md).
         looksam_alpha: α of the cheap steps (default 1.0 with ``"measured"``, LookSAM's 0.7
             with ``"looksam"``).
+        amortise_after: Warm-up of the amortisation (extension): the first ``amortise_after``
+            steps are all full steps with fresh Shapley shares; ``shapley_every`` and
+            ``sam_every`` apply from then on. 0 (default) amortises from the first step.
         **kwargs: See `MultimodalTrainer` (``nonfinite``, ``shapley_value``, ``empty_coalition``,
             ``shapley_threshold``, ``shapley_samples``, ``shapley_seed``, ``from_logits``).
 
@@ -95,6 +98,7 @@ class MSAM(MultimodalTrainer):
         sam_every: int = 1,
         looksam_alpha: float | None = None,
         looksam_scale: str = "measured",
+        amortise_after: int = 0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("log_shapley", True)
@@ -117,6 +121,13 @@ class MSAM(MultimodalTrainer):
         if looksam_alpha is None:
             looksam_alpha = 1.0 if looksam_scale == "measured" else 0.7
         looksam_alpha = _checks.number(looksam_alpha, "looksam_alpha", 0.0)
+        amortise_after = _checks.integer(amortise_after, "amortise_after", 0)
+        if amortise_after and shapley_every == 1 and sam_every == 1:
+            raise ValueError(
+                "amortise_after is the warm-up of amortised M-SAM: it needs shapley_every > 1 "
+                f"or sam_every > 1 (got amortise_after={amortise_after} with both 1)."
+            )
+        self.amortise_after = amortise_after
         self.shapley_every = shapley_every
         self.sam_every = sam_every
         self.looksam_alpha = float(looksam_alpha)
@@ -140,6 +151,7 @@ class MSAM(MultimodalTrainer):
             "sam_every": self.sam_every,
             "looksam_alpha": self.looksam_alpha,
             "looksam_scale": self.looksam_scale,
+            "amortise_after": self.amortise_after,
         }
 
     def _create_amortisation_state(self) -> None:
@@ -169,8 +181,19 @@ class MSAM(MultimodalTrainer):
                 variable(f"looksam_direction_{index}", tuple(weight.shape))
             variable("looksam_reference_norm", ())
 
-    def _host_schedule(self) -> tuple[int, str] | None:
-        return (self.sam_every, "amortised_step") if self.sam_every > 1 else None
+    def _host_schedule(self) -> tuple[Any, str] | None:
+        return (self._is_full_step_at, "amortised_step") if self.sam_every > 1 else None
+
+    def _is_full_step_at(self, step: int) -> bool:
+        """Host form of `_on_schedule` for ``sam_every`` (a Python step count)."""
+        return step < self.amortise_after or step % self.sam_every == 0
+
+    def _on_schedule(self, step: Any, every: int) -> Any:
+        """True on the steps that are computed afresh: warm-up steps and every ``every``-th."""
+        periodic = ops.equal(ops.mod(step, every), 0)
+        if not self.amortise_after:
+            return periodic
+        return ops.logical_or(ops.less(step, self.amortise_after), periodic)
 
     def _state_advancing_on_skip(self) -> set[int]:
         """The amortisation schedule counts batches: its step counter advances on skipped steps
@@ -283,7 +306,7 @@ class MSAM(MultimodalTrainer):
                 return sam_grads, kept, ops.cast(reference, "float32"), 0.0 * loss, 0.0
 
             if self._static_branch is None:
-                is_full = ops.equal(ops.mod(step, self.sam_every), 0)
+                is_full = self._on_schedule(step, self.sam_every)
                 g1, direction, reference, sharpness, sharpness_weight = ops.cond(
                     is_full, measured, reused
                 )
@@ -337,6 +360,6 @@ class MSAM(MultimodalTrainer):
         def cached():
             return ops.cast(state["cached_shares"], "float32"), state["cached_dominant"]
 
-        refresh = ops.equal(ops.mod(state["amortised_step"], self.shapley_every), 0)
+        refresh = self._on_schedule(state["amortised_step"], self.shapley_every)
         shares, dominant = ops.cond(refresh, fresh, cached)
         return ShapleyResult(ops.zeros_like(shares), shares, dominant)
