@@ -14,7 +14,11 @@ is `Joint(log_shapley=False)`, and ``joint``, ``sam``, ``msam`` are the trainers
 default per-step Shapley logging (M-SAM needs the Shapley shares anyway), with coalitions formed on
 encoder features (the default for zoo models); ``joint (inputs)`` and ``msam (inputs)`` form them
 by zeroing inputs;
-``msam (k=5)`` is amortised M-SAM (``shapley_every=5, sam_every=5``).
+``msam (k=5)`` is amortised M-SAM (``shapley_every=5, sam_every=5``). Opt-in rows (``--variants``)
+for the amortisation variants of issue 14: ``msam (sam_every=5)`` and ``msam (shapley_every=5)``
+(one half amortised).
+
+    python benchmarks/step_time.py --variants "joint,msam,msam (k=5),msam (sam_every=5)"
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ VARIANTS = (
     "msam (inputs)",
     "msam (k=5)",
 )
+OPT_IN_VARIANTS = ("msam (sam_every=5)", "msam (shapley_every=5)")
 
 
 def compile_with_reference_data(trainer, count: int):
@@ -76,6 +81,8 @@ def _measure(variant: str, epochs: int, steps: int, batch: int) -> float:
         "msam": lambda: keras_msam.MSAM(model, rho=0.05),
         "msam (inputs)": lambda: keras_msam.MSAM(model, rho=0.05, coalitions="inputs"),
         "msam (k=5)": lambda: keras_msam.MSAM(model, rho=0.05, shapley_every=5, sam_every=5),
+        "msam (sam_every=5)": lambda: keras_msam.MSAM(model, rho=0.05, sam_every=5),
+        "msam (shapley_every=5)": lambda: keras_msam.MSAM(model, rho=0.05, shapley_every=5),
     }[variant]()
     x, y = compile_with_reference_data(trainer, steps * batch)
 
@@ -97,8 +104,18 @@ def _measure(variant: str, epochs: int, steps: int, batch: int) -> float:
     return 1000.0 * float(np.median(timer.seconds[1:])) / steps
 
 
+def _variants(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in VARIANTS + OPT_IN_VARIANTS]
+    if unknown or not names:
+        known = ", ".join(VARIANTS + OPT_IN_VARIANTS)
+        raise SystemExit(f"--variants: unknown {unknown or 'empty list'}; known: {known}")
+    return names
+
+
 def _child(args: argparse.Namespace) -> None:
-    results = {v: _measure(v, args.epochs, args.steps, args.batch) for v in VARIANTS}
+    variants = _variants(args.variants)
+    results = {v: _measure(v, args.epochs, args.steps, args.batch) for v in variants}
     print("RESULT " + json.dumps(results), flush=True)
 
 
@@ -114,17 +131,22 @@ def main() -> None:
         default=3,
         help="fresh processes per backend; the table shows the median run",
     )
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated rows (see the docstring)"
+    )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args)
         return
+    variants = _variants(args.variants)
     table: dict[str, dict[str, float]] = {}
     runs: dict[str, list[dict[str, float]]] = {}
     for backend in args.backends.split(","):
         command = [sys.executable, __file__, "--child", "--epochs", str(args.epochs)]
         command += ["--steps", str(args.steps), "--batch", str(args.batch)]
+        command += ["--variants", args.variants]
         env = {**os.environ, "KERAS_BACKEND": backend}
         runs[backend] = []
         for _ in range(args.repeats):
@@ -135,7 +157,7 @@ def main() -> None:
                 break
             runs[backend].append(json.loads(line[len("RESULT ") :]))
         if runs[backend]:
-            table[backend] = {v: statistics.median(r[v] for r in runs[backend]) for v in VARIANTS}
+            table[backend] = {v: statistics.median(r[v] for r in runs[backend]) for v in variants}
             print(f"measured {backend} ({len(runs[backend])} runs)", flush=True)
     print(
         f"\nms/step: median over {args.repeats} processes of each one's median over "
@@ -147,10 +169,14 @@ def main() -> None:
         "sam/joint": ("sam", "joint"),
         "msam/fit": ("msam", "keras fit"),
         "k=5/joint": ("msam (k=5)", "joint"),
+        "sam_every=5/joint": ("msam (sam_every=5)", "joint"),
+        "shapley_every=5/joint": ("msam (shapley_every=5)", "joint"),
     }
-    print(f"{'backend':<11}" + "".join(f"{v:>15}" for v in VARIANTS))
+    ratios = {k: (a, b) for k, (a, b) in ratios.items() if a in variants and b in variants}
+    widths = {v: max(15, len(v) + 2) for v in variants}
+    print(f"{'backend':<11}" + "".join(f"{v:>{widths[v]}}" for v in variants))
     for backend, row in table.items():
-        print(f"{backend:<11}" + "".join(f"{row[v]:>15.2f}" for v in VARIANTS))
+        print(f"{backend:<11}" + "".join(f"{row[v]:>{widths[v]}.2f}" for v in variants))
     print(f"\n{'ratio':<11}" + "".join(f"{name:>21}" for name in ratios))
     for backend, row in table.items():
         cells = "".join(f"{row[a] / row[b]:>21.2f}" for a, b in ratios.values())
