@@ -177,9 +177,10 @@ def main() -> None:
     print(f"{'backend':<11}" + "".join(f"{v:>{widths[v]}}" for v in variants))
     for backend, row in table.items():
         print(f"{backend:<11}" + "".join(f"{row[v]:>{widths[v]}.2f}" for v in variants))
-    print(f"\n{'ratio':<11}" + "".join(f"{name:>21}" for name in ratios))
+    spans = {name: max(21, len(name) + 2) for name in ratios}
+    print(f"\n{'ratio':<11}" + "".join(f"{name:>{spans[name]}}" for name in ratios))
     for backend, row in table.items():
-        cells = "".join(f"{row[a] / row[b]:>21.2f}" for a, b in ratios.values())
+        cells = "".join(f"{row[a] / row[b]:>{spans[n]}.2f}" for n, (a, b) in ratios.items())
         print(f"{backend:<11}{cells}")
     if args.json:
         with open(args.json, "w") as handle:
