@@ -111,9 +111,9 @@ def test_loader_batches_equal_the_per_file_path():
 
 
 def test_disk_cache_is_reused_and_follows_file_changes(tmp_path, monkeypatch):
-    from zoo.datasets import fsdd
+    from zoo.datasets import fsdd, fsdd_cache
 
-    monkeypatch.setattr(fsdd, "CACHE_MIN_RECORDINGS", 1)
+    monkeypatch.setattr(fsdd_cache, "CACHE_MIN_RECORDINGS", 1)
     copies = copy_recordings(tmp_path / "data", 12)
     cache_dir = tmp_path / "cache"
     computed = []

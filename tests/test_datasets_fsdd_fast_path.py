@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.datasets import fsdd
+from zoo.datasets import fsdd, fsdd_cache
 from zoo.datasets.pipeline import FileDataset
 
 pytestmark = pytest.mark.backend_agnostic  # numpy only: run on one backend
@@ -125,7 +125,7 @@ def test_unreadable_files_are_reported_with_zero_rows_and_no_stamp(clips, tmp_pa
 
 
 def test_cache_file_round_trips_and_a_truncated_one_is_recomputed(clips, tmp_path, monkeypatch):
-    monkeypatch.setattr(fsdd, "CACHE_MIN_RECORDINGS", 1)
+    monkeypatch.setattr(fsdd_cache, "CACHE_MIN_RECORDINGS", 1)
     folder = os.path.dirname(clips[0])
     features = fsdd.SpeechFeatures()
     cache_dir = str(tmp_path / "cache")
@@ -148,7 +148,7 @@ def test_cache_file_round_trips_and_a_truncated_one_is_recomputed(clips, tmp_pat
 
 
 def test_cache_is_found_from_a_relative_root_in_another_directory(clips, tmp_path, monkeypatch):
-    monkeypatch.setattr(fsdd, "CACHE_MIN_RECORDINGS", 1)
+    monkeypatch.setattr(fsdd_cache, "CACHE_MIN_RECORDINGS", 1)
     cache_dir = str(tmp_path / "cache")
     data_root = os.path.dirname(os.path.dirname(clips[0]))
     options = dict(

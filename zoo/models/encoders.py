@@ -224,9 +224,7 @@ def masked_token_transformer_encoder(
     nested dict (``{"text": {"token_ids", "padding_mask"}, ...}``).
     """
     token_ids = keras.Input((int(sequence_length),), dtype="int32", name="token_ids")
-    padding_mask = keras.Input(
-        (int(sequence_length),), dtype="int32", name="padding_mask"
-    )
+    padding_mask = keras.Input((int(sequence_length),), dtype="int32", name="padding_mask")
     x = layers.Embedding(vocab_size, dim, name=f"{modality}_embedding")(token_ids)
     x = PositionEmbedding(name=f"{modality}_positions")(x)
     for index in range(num_layers):
