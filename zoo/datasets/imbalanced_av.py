@@ -19,6 +19,8 @@ imbalance.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 NUM_CLASSES = 10
@@ -127,14 +129,22 @@ def load(root: None, split: str, *, data_seed: int = 0, on_error: str = "raise",
     ten classes but is learnt more slowly. ``root`` is ignored.
     """
     del root, on_error
-    from zoo.datasets.pipeline import ArrayDataset
-
     batch_kwargs = {k: options.pop(k) for k in _BATCH_OPTIONS if k in options}
     key = (data_seed, tuple(sorted(options.items())))
-    if key not in _CACHE:
-        _CACHE.clear()
-        _CACHE[key] = generate(seed=data_seed, **options)
-    inputs, labels = _CACHE[key][split]
+    return split_dataset(
+        _CACHE, key, lambda: generate(seed=data_seed, **options), split, batch_kwargs
+    )
+
+
+def split_dataset(cache: dict, key: Any, make: Any, split: str, batch_kwargs: dict) -> Any:
+    """The `ArrayDataset` of ``split`` from ``cache[key]``, the splits ``make()`` returns (built
+    on a miss; one key is kept, so a new seed or option set replaces the arrays)."""
+    from zoo.datasets.pipeline import ArrayDataset
+
+    if key not in cache:
+        cache.clear()
+        cache[key] = make()
+    inputs, labels = cache[key][split]
     return ArrayDataset(
         inputs,
         labels,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo.datasets.imbalanced_av import _BATCH_OPTIONS, NUM_CLASSES, generate
+from zoo.datasets.imbalanced_av import _BATCH_OPTIONS, NUM_CLASSES, generate, split_dataset
 
 TEXT_LENGTH = 16
 VOCAB_SIZE = 64
@@ -64,26 +64,17 @@ def load(root: None, split: str, *, data_seed: int = 0, on_error: str = "raise",
     Deterministic by ``data_seed``; ``root`` is ignored.
     """
     del root, on_error
-    from zoo.datasets.pipeline import ArrayDataset
-
     batch_kwargs = {k: options.pop(k) for k in _BATCH_OPTIONS if k in options}
     text_kwargs = {k: options.pop(k) for k in _TEXT_OPTIONS if k in options}
     key = (data_seed, tuple(sorted(options.items())), tuple(sorted(text_kwargs.items())))
-    if key not in _CACHE:
-        _CACHE.clear()
+
+    def make():
         splits = generate(seed=data_seed, **options)
         rng = np.random.default_rng([data_seed, 1])
         length = int(text_kwargs.pop("text_length", TEXT_LENGTH))
-        _CACHE[key] = {
+        return {
             name: ({**x, "text": text_tokens(y, rng, length, **text_kwargs)}, y)
             for name, (x, y) in splits.items()
         }
-    inputs, labels = _CACHE[key][split]
-    return ArrayDataset(
-        inputs,
-        labels,
-        num_classes=NUM_CLASSES,
-        class_names=[str(c) for c in range(NUM_CLASSES)],
-        split=split,
-        **batch_kwargs,
-    )
+
+    return split_dataset(_CACHE, key, make, split, batch_kwargs)
