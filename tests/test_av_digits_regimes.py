@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.datasets import av_digits, fsdd
+from zoo.datasets import av_digits, fsdd, fsdd_cache
 from zoo.datasets import av_digits_regimes as regimes
 
 pytest.importorskip("soundfile")
@@ -150,10 +150,10 @@ def test_real_recordings_mixed_at_the_requested_snr(noise):
 def test_degraded_audio_never_reads_or_writes_the_disk_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_MSAM_CACHE_DIR", str(tmp_path))
     noisy, _ = load(FSDD_ROOT, "validation", audio_snr_db=0.0)  # 300 >= 256 recordings
-    fsdd.wait_for_cache_writes()
+    fsdd_cache.wait_for_cache_writes()
     assert not list(tmp_path.rglob("*.cache"))
     clean, _ = load(FSDD_ROOT, "validation")
-    fsdd.wait_for_cache_writes()
+    fsdd_cache.wait_for_cache_writes()
     assert len(list(tmp_path.rglob("*.cache"))) == 1  # the clean features are cached
     again, _ = load(FSDD_ROOT, "validation", audio_snr_db=0.0)
     np.testing.assert_array_equal(again["audio"], noisy["audio"])  # not the cached clean ones

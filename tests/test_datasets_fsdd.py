@@ -129,7 +129,7 @@ def test_disk_cache_is_reused_and_follows_file_changes(tmp_path, monkeypatch):
         x, _ = zoo.datasets.load(
             "fsdd", tmp_path / "data", "test", as_numpy=True, feature_cache=cache_dir
         )
-        fsdd.wait_for_cache_writes()
+        fsdd_cache.wait_for_cache_writes()
         return x["audio"]
 
     first = features()
@@ -142,10 +142,10 @@ def test_disk_cache_is_reused_and_follows_file_changes(tmp_path, monkeypatch):
     other = zoo.datasets.load(  # other settings: another cache file
         "fsdd", tmp_path / "data", "test", as_numpy=True, feature_cache=cache_dir, num_mels=32
     )
-    fsdd.wait_for_cache_writes()
+    fsdd_cache.wait_for_cache_writes()
     assert other[0]["audio"].shape == (12, 32, 40, 1) and computed == [12, 1, 12]
     assert len(list((cache_dir / "fsdd").glob("*.cache"))) == 2
-    default = fsdd.FeatureCache(
+    default = fsdd_cache.FeatureCache(
         str(cache_dir), str(tmp_path / "data" / "recordings"), fsdd.SpeechFeatures().settings
     )
     Path(default.path).write_bytes(b"garbage")  # a corrupt cache file is recomputed, rewritten
@@ -155,18 +155,18 @@ def test_disk_cache_is_reused_and_follows_file_changes(tmp_path, monkeypatch):
 
 
 def test_default_cache_dir_is_the_users_cache(monkeypatch, tmp_path):
-    from zoo.datasets import fsdd
+    from zoo.datasets import fsdd_cache
 
     monkeypatch.setenv("KERAS_MSAM_CACHE_DIR", str(tmp_path / "mine"))
-    assert fsdd.default_cache_dir() == str(tmp_path / "mine")
+    assert fsdd_cache.default_cache_dir() == str(tmp_path / "mine")
     monkeypatch.delenv("KERAS_MSAM_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert fsdd.default_cache_dir() == str(tmp_path / "xdg" / "keras-msam")
+    assert fsdd_cache.default_cache_dir() == str(tmp_path / "xdg" / "keras-msam")
     monkeypatch.delenv("XDG_CACHE_HOME")
     expected = os.path.join(os.path.expanduser("~"), ".cache", "keras-msam")
-    assert fsdd.default_cache_dir() == expected
-    assert fsdd.resolve_cache_dir(False) is None and fsdd.resolve_cache_dir(tmp_path) == str(
-        tmp_path
+    assert fsdd_cache.default_cache_dir() == expected
+    assert fsdd_cache.resolve_cache_dir(False) is None and (
+        fsdd_cache.resolve_cache_dir(tmp_path) == str(tmp_path)
     )
 
 

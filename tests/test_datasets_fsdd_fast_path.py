@@ -129,9 +129,9 @@ def test_cache_file_round_trips_and_a_truncated_one_is_recomputed(clips, tmp_pat
     folder = os.path.dirname(clips[0])
     features = fsdd.SpeechFeatures()
     cache_dir = str(tmp_path / "cache")
-    first, _ = fsdd.compute_features(clips, features, cache_dir, folder)
-    fsdd.wait_for_cache_writes()
-    cache = fsdd.FeatureCache(cache_dir, folder, features.settings)
+    first, _ = fsdd_cache.compute_features(clips, features, cache_dir, folder)
+    fsdd_cache.wait_for_cache_writes()
+    cache = fsdd_cache.FeatureCache(cache_dir, folder, features.settings)
     stored = cache._read(features.shape)
     assert stored["paths"].tolist() == [os.path.basename(p) for p in clips]  # folder-relative
     np.testing.assert_array_equal(stored["features"], first)
@@ -141,8 +141,8 @@ def test_cache_file_round_trips_and_a_truncated_one_is_recomputed(clips, tmp_pat
     with open(cache.path, "r+b") as handle:
         handle.truncate(size // 2)
     assert cache._read(features.shape) is None
-    again, _ = fsdd.compute_features(clips, features, cache_dir, folder)
-    fsdd.wait_for_cache_writes()
+    again, _ = fsdd_cache.compute_features(clips, features, cache_dir, folder)
+    fsdd_cache.wait_for_cache_writes()
     np.testing.assert_array_equal(again, first)
     assert cache._read(features.shape) is not None  # rewritten whole
 
@@ -159,7 +159,7 @@ def test_cache_is_found_from_a_relative_root_in_another_directory(clips, tmp_pat
         validation_speakers=(),
     )
     x, _ = zoo.datasets.load("fsdd", data_root, "test", **options)
-    fsdd.wait_for_cache_writes()
+    fsdd_cache.wait_for_cache_writes()
     computed = []
     original = fsdd.SpeechFeatures.compute_many
     monkeypatch.setattr(

@@ -13,16 +13,7 @@ import numpy as np
 from zoo.datasets._common import Problems, check_splits
 from zoo.datasets._io import fit_to_length, log_mel, read_wav, require
 from zoo.datasets.errors import CheckReport, DataFormatError
-from zoo.datasets.fsdd_cache import (  # noqa: F401  (re-exported: the cache was part of this module)
-    CACHE_DIR_ENV,
-    CACHE_VERSION,
-    INDEX_FIELDS,
-    FeatureCache,
-    compute_features,
-    default_cache_dir,
-    resolve_cache_dir,
-    wait_for_cache_writes,
-)
+from zoo.datasets.fsdd_cache import compute_features, resolve_cache_dir
 from zoo.datasets.pipeline import FileDataset
 
 SAMPLE_RATE = 8000
